@@ -1,0 +1,179 @@
+"""The model registry: builders register by function name; list, look up, describe.
+
+`list_models`, `get_model` and `model_info` are the public face; the registry
+also drives the test suite, so a model is tested the moment it registers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+import inspect
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+
+
+@dataclass(frozen=True)
+class Family:
+    """What every model of one architecture family shares.
+
+    Attributes:
+        name: Family name, e.g. "vgg".
+        paper: Citation of the paper that introduced the family.
+        builder: The family's one builder; its keyword arguments are the
+            public arguments of every model of the family.
+        default_input: Default `(height, width, channels)`.
+        min_size: Smallest height/width the family accepts.
+        stage_strides: Stride of each `features_only` output, in order.
+    """
+
+    name: str
+    paper: str
+    builder: Callable[..., keras.Model]
+    default_input: tuple[int, int, int]
+    min_size: int
+    stage_strides: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered model: its name, its family and its builder."""
+
+    name: str
+    family: Family
+    fn: Callable[..., keras.Model]
+    default_input: tuple[int, int, int]
+    default_classes: int
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    family: Family,
+    *,
+    default_input: tuple[int, int, int] | None = None,
+    default_classes: int = 1000,
+):
+    """Decorator that registers a model builder under its function name.
+
+    The builder's signature, as shown by `help()` and notebooks, becomes the
+    family builder's keyword arguments.
+
+    Args:
+        family: The family the model belongs to.
+        default_input: Overrides the family's default input shape.
+        default_classes: Number of classes when the user gives none.
+
+    Raises:
+        ValueError: If a model of the same name is already registered.
+    """
+
+    def decorator(fn):
+        name = fn.__name__
+        if name in _MODELS:
+            raise ValueError(f"Model {name!r} is already registered; pick another name.")
+        signature = inspect.signature(family.builder)
+        keyword_args = [p for p in signature.parameters.values() if p.kind == p.KEYWORD_ONLY]
+        fn.__signature__ = signature.replace(parameters=keyword_args)
+        _MODELS[name] = ModelEntry(
+            name=name,
+            family=family,
+            fn=fn,
+            default_input=default_input or family.default_input,
+            default_classes=default_classes,
+        )
+        return fn
+
+    return decorator
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of the registered models matching a shell wildcard, sorted.
+
+    Args:
+        pattern: A shell-style wildcard such as `"resnet*"` or `"vgg1?_bn"`.
+
+    Returns:
+        The matching model names in natural order (`resnet18` before `resnet101`).
+    """
+    names = [name for name in _MODELS if fnmatch.fnmatchcase(name, pattern)]
+    return sorted(names, key=_natural_key)
+
+
+def _natural_key(name: str):
+    letters, digits, rest = re.match(r"([a-z]*)(\d*)(.*)", name).groups()
+    return letters, int(digits or 0), rest
+
+
+def _entry(name: str) -> ModelEntry:
+    if name in _MODELS:
+        return _MODELS[name]
+    close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(
+        f"Unknown model {name!r}.{hint} `kzoo.list_models()` lists all "
+        f"{len(_MODELS)} models."
+    )
+
+
+def get_model(name: str, **kwargs) -> keras.Model:
+    """Builds a registered model by name.
+
+    Args:
+        name: A name from `list_models()`, e.g. `"resnet50"`.
+        **kwargs: The builder's arguments (`num_classes`, `weights`, ...).
+
+    Returns:
+        The built `keras.Model`.
+
+    Raises:
+        ValueError: For an unknown name; the message suggests the closest names.
+    """
+    return _entry(name).fn(**kwargs)
+
+
+def model_info(name: str) -> dict:
+    """Describes a model, with figures computed from a model built at its default input.
+
+    Args:
+        name: A registered model name.
+
+    Returns:
+        A dict with `name, family, paper, params, trainable_params, macs, flops`
+        (one multiply-add counts as two FLOPs), `default_input, min_size,
+        num_classes, weights` (available weight tags), `feature_strides`.
+    """
+    return dict(_model_info(_entry(name).name))
+
+
+@functools.lru_cache(maxsize=None)
+def _model_info(name: str) -> tuple:
+    # Imported here: weights imports this module to validate model names.
+    from kzoo import weights as weights_lib
+    from kzoo.models._flops import count_macs
+
+    entry = _MODELS[name]
+    model = entry.fn()
+    macs = count_macs(model)
+    trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+    info = dict(
+        name=name,
+        family=entry.family.name,
+        paper=entry.family.paper,
+        params=model.count_params(),
+        trainable_params=trainable,
+        macs=macs,
+        flops=2 * macs,
+        default_input=entry.default_input,
+        min_size=entry.family.min_size,
+        num_classes=entry.default_classes,
+        weights=tuple(weights_lib.available_weights(name)),
+        feature_strides=entry.family.stage_strides,
+    )
+    return tuple(info.items())

@@ -1,0 +1,331 @@
+"""ResNets: He et al. 2015 (v1, and the CIFAR family) and He et al. 2016 (v2, pre-activation).
+
+- "bottleneck" (resnet50/101/152) and "preact" (the _v2 models) are
+  keras.applications' ResNet and ResNetV2 layer for layer: same names, same
+  order, so its ImageNet weight files load as they are.
+- "basic" (resnet18/34) is torchvision's layout: no conv bias, symmetric
+  padding, BN momentum 0.9 / epsilon 1e-5.
+- "cifar" (resnet20 ... resnet110) is the paper's CIFAR-10 network: 16-32-64
+  filters, 3 stages of n basic blocks, parameter-free shortcuts (option A).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from kzoo.models import _common
+from kzoo.models._registry import Family, register_model
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """Block type and blocks per stage of one ResNet."""
+
+    block: str
+    blocks_per_stage: tuple[int, ...]
+
+
+RESNET_SPECS = {
+    "resnet18": ResNetSpec("basic", (2, 2, 2, 2)),
+    "resnet34": ResNetSpec("basic", (3, 4, 6, 3)),
+    "resnet50": ResNetSpec("bottleneck", (3, 4, 6, 3)),
+    "resnet101": ResNetSpec("bottleneck", (3, 4, 23, 3)),
+    "resnet152": ResNetSpec("bottleneck", (3, 8, 36, 3)),
+    "resnet50_v2": ResNetSpec("preact", (3, 4, 6, 3)),
+    "resnet101_v2": ResNetSpec("preact", (3, 4, 23, 3)),
+    "resnet152_v2": ResNetSpec("preact", (3, 8, 36, 3)),
+    "resnet20": ResNetSpec("cifar", (3, 3, 3)),
+    "resnet32": ResNetSpec("cifar", (5, 5, 5)),
+    "resnet44": ResNetSpec("cifar", (7, 7, 7)),
+    "resnet56": ResNetSpec("cifar", (9, 9, 9)),
+    "resnet110": ResNetSpec("cifar", (18, 18, 18)),
+}
+IMAGENET_WIDTHS = (64, 128, 256, 512)
+CIFAR_WIDTHS = (16, 32, 64)
+
+# keras.applications' BN epsilon; torchvision's BN settings for the others.
+_KERAS_BN = dict(epsilon=1.001e-5)
+_TORCH_BN = dict(momentum=0.9, epsilon=1e-5)
+
+
+def build_resnet(
+    variant: str,
+    *,
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape=None,
+    pooling: str | None = None,
+    num_classes: int | None = None,
+    classes: int | None = None,
+    classifier_activation="softmax",
+    name: str | None = None,
+    features_only: bool = False,
+    out_indices=None,
+) -> keras.Model:
+    """Builds a ResNet from `RESNET_SPECS`.
+
+    Args:
+        variant: Registered model name, e.g. "resnet50", "resnet50_v2", "resnet20".
+        include_top: End in global average pooling and the classifier.
+        weights: None, "imagenet" (resnet50/101/152 and the _v2 models), or
+            the path to a weights file.
+        input_tensor: Optional Keras tensor to use as the input.
+        input_shape: (height, width, channels); default (224, 224, 3), or
+            (32, 32, 3) for the CIFAR models; any size down to 32x32 (4x4 for
+            CIFAR models), and height/width may be None.
+        pooling: With include_top=False: None, "avg" or "max" global pooling.
+        num_classes: Number of classes (default 1000, CIFAR models 10).
+        classifier_activation: Activation of the last layer; None for logits.
+        name: Model name; defaults to the variant.
+        features_only: Return the stage outputs: strides 2, 4, 8, 16, 32 for
+            ImageNet ResNets (the last map at each stride), 1, 2, 4 for CIFAR ones.
+        out_indices: Which stages to return with features_only.
+
+    Returns:
+        A `keras.Model`.
+    """
+    opts = _common.resolve_options(
+        variant,
+        include_top=include_top, weights=weights, input_tensor=input_tensor,
+        input_shape=input_shape, pooling=pooling, num_classes=num_classes,
+        classes=classes, classifier_activation=classifier_activation, name=name,
+        features_only=features_only, out_indices=out_indices,
+    )
+    spec = RESNET_SPECS[variant]
+    inputs, x = _common.model_input(opts)
+    if spec.block == "cifar":
+        x, stages = _cifar_trunk(x, spec.blocks_per_stage)
+    else:
+        x, stages = _imagenet_trunk(x, spec)
+    if opts.include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = _common.classifier(opts)(x)
+    else:
+        for layer in _common.pooling_layers(opts.pooling):
+            x = layer(x)
+    return _common.assemble(opts, inputs, x, stages)
+
+
+def _imagenet_trunk(x, spec: ResNetSpec):
+    """7x7 stem, max pool, four stages; returns the last map and one per stride."""
+    preact = spec.block == "preact"
+    torch_style = spec.block == "basic"
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = layers.Conv2D(64, 7, strides=2, use_bias=not torch_style, name="conv1_conv")(x)
+    if not preact:
+        x = layers.BatchNormalization(**(_TORCH_BN if torch_style else _KERAS_BN), name="conv1_bn")(x)
+        x = layers.Activation("relu", name="conv1_relu")(x)
+    stages = [x]
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    last_stage = len(spec.blocks_per_stage) - 1
+    for index, (blocks, filters) in enumerate(zip(spec.blocks_per_stage, IMAGENET_WIDTHS)):
+        stage = f"conv{index + 2}"
+        if preact:
+            # keras.applications ResNetV2 strides in the *last* block of stages 2-4.
+            for block in range(1, blocks + 1):
+                stride = 2 if block == blocks and index != last_stage else 1
+                if stride == 2:
+                    stages.append(x)
+                x = _preact_bottleneck(x, filters, stride, block == 1, f"{stage}_block{block}")
+        else:
+            for block in range(1, blocks + 1):
+                stride = 2 if block == 1 and index > 0 else 1
+                if torch_style:
+                    x = _basic_block(x, filters, stride, f"{stage}_block{block}")
+                else:
+                    x = _bottleneck(x, filters, stride, block == 1, f"{stage}_block{block}")
+            stages.append(x)
+    if preact:
+        x = layers.BatchNormalization(**_KERAS_BN, name="post_bn")(x)
+        x = layers.Activation("relu", name="post_relu")(x)
+        stages.append(x)
+    return x, stages
+
+
+def _cifar_trunk(x, blocks_per_stage):
+    """3x3 stem and three stages of basic blocks; returns the last map and each stage's."""
+    x = layers.Conv2D(CIFAR_WIDTHS[0], 3, padding="same", use_bias=False, name="conv1_conv")(x)
+    x = layers.BatchNormalization(**_TORCH_BN, name="conv1_bn")(x)
+    x = layers.Activation("relu", name="conv1_relu")(x)
+    stages = []
+    for index, (blocks, filters) in enumerate(zip(blocks_per_stage, CIFAR_WIDTHS)):
+        for block in range(1, blocks + 1):
+            stride = 2 if block == 1 and index > 0 else 1
+            x = _basic_block(x, filters, stride, f"conv{index + 2}_block{block}", zero_pad_shortcut=True)
+        stages.append(x)
+    return x, stages
+
+
+def _bottleneck(x, filters, stride, first, name):
+    """keras.applications' residual_block_v1: 1x1 (strided), 3x3, 1x1 x4, post-add ReLU."""
+    if first:
+        shortcut = layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(x)
+        shortcut = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_0_bn")(shortcut)
+    else:
+        shortcut = x
+    x = layers.Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv")(x)
+    x = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_1_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_1_relu")(x)
+    x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_2_conv")(x)
+    x = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_2_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_2_relu")(x)
+    x = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
+    x = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_3_bn")(x)
+    x = layers.Add(name=f"{name}_add")([shortcut, x])
+    return layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def _preact_bottleneck(x, filters, stride, first, name):
+    """keras.applications' residual_block_v2: BN-ReLU first, stride in the 3x3."""
+    preact = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_preact_bn")(x)
+    preact = layers.Activation("relu", name=f"{name}_preact_relu")(preact)
+    if first:
+        shortcut = layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(preact)
+    elif stride > 1:
+        shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_pool")(x)
+    else:
+        shortcut = x
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_1_conv")(preact)
+    x = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_1_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_1_relu")(x)
+    x = layers.ZeroPadding2D(1, name=f"{name}_2_pad")(x)
+    x = layers.Conv2D(filters, 3, strides=stride, use_bias=False, name=f"{name}_2_conv")(x)
+    x = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_2_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_2_relu")(x)
+    x = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
+    return layers.Add(name=f"{name}_out")([shortcut, x])
+
+
+def _basic_block(x, filters, stride, name, zero_pad_shortcut=False):
+    """torchvision's BasicBlock: two 3x3 convs; projection (or zero-pad) shortcut on a shape change."""
+    if stride == 1 and x.shape[-1] == filters:
+        shortcut = x
+    elif zero_pad_shortcut:
+        # Option A of He et al. 2015: subsample, then append zero channels. Built
+        # from stock layers (a 1x1 max pool keeps every other pixel) so the model
+        # needs no custom objects in .keras files, tf_keras or TFLite.
+        shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_pool")(x)
+        zeros = layers.Rescaling(0.0, name=f"{name}_0_zeros")(shortcut)
+        shortcut = layers.Concatenate(name=f"{name}_0_pad")(
+            [shortcut] + [zeros] * (filters // x.shape[-1] - 1)
+        )
+    else:
+        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv")(x)
+        shortcut = layers.BatchNormalization(**_TORCH_BN, name=f"{name}_0_bn")(shortcut)
+    x = _conv3x3(x, filters, stride, f"{name}_1")
+    x = layers.BatchNormalization(**_TORCH_BN, name=f"{name}_1_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_1_relu")(x)
+    x = _conv3x3(x, filters, 1, f"{name}_2")
+    x = layers.BatchNormalization(**_TORCH_BN, name=f"{name}_2_bn")(x)
+    x = layers.Add(name=f"{name}_add")([shortcut, x])
+    return layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def _conv3x3(x, filters, stride, name):
+    """3x3 conv without bias and with torch's symmetric 1-pixel padding."""
+    if stride == 1:
+        return layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+    return layers.Conv2D(filters, 3, strides=stride, use_bias=False, name=f"{name}_conv")(x)
+
+
+IMAGENET_RESNET = Family(
+    name="resnet",
+    paper="He et al. 2015, Deep Residual Learning for Image Recognition "
+    "(v2: He et al. 2016, Identity Mappings in Deep Residual Networks)",
+    builder=build_resnet,
+    default_input=(224, 224, 3),
+    min_size=32,
+    stage_strides=(2, 4, 8, 16, 32),
+)
+CIFAR_RESNET = Family(
+    name="resnet_cifar",
+    paper="He et al. 2015, Deep Residual Learning for Image Recognition, section 4.2 (CIFAR-10)",
+    builder=build_resnet,
+    default_input=(32, 32, 3),
+    min_size=4,
+    stage_strides=(1, 2, 4),
+)
+
+
+@register_model(IMAGENET_RESNET)
+def resnet18(**kwargs) -> keras.Model:
+    """ResNet-18, torchvision layout: basic blocks, 11,689,512 parameters."""
+    return build_resnet("resnet18", **kwargs)
+
+
+@register_model(IMAGENET_RESNET)
+def resnet34(**kwargs) -> keras.Model:
+    """ResNet-34, torchvision layout: basic blocks, 21,797,672 parameters."""
+    return build_resnet("resnet34", **kwargs)
+
+
+@register_model(IMAGENET_RESNET)
+def resnet50(**kwargs) -> keras.Model:
+    """ResNet-50 v1, as keras.applications.ResNet50; ImageNet weights."""
+    return build_resnet("resnet50", **kwargs)
+
+
+@register_model(IMAGENET_RESNET)
+def resnet101(**kwargs) -> keras.Model:
+    """ResNet-101 v1, as keras.applications.ResNet101; ImageNet weights."""
+    return build_resnet("resnet101", **kwargs)
+
+
+@register_model(IMAGENET_RESNET)
+def resnet152(**kwargs) -> keras.Model:
+    """ResNet-152 v1, as keras.applications.ResNet152; ImageNet weights."""
+    return build_resnet("resnet152", **kwargs)
+
+
+@register_model(IMAGENET_RESNET)
+def resnet50_v2(**kwargs) -> keras.Model:
+    """ResNet-50 v2 (pre-activation), as keras.applications.ResNet50V2; ImageNet weights."""
+    return build_resnet("resnet50_v2", **kwargs)
+
+
+@register_model(IMAGENET_RESNET)
+def resnet101_v2(**kwargs) -> keras.Model:
+    """ResNet-101 v2 (pre-activation), as keras.applications.ResNet101V2; ImageNet weights."""
+    return build_resnet("resnet101_v2", **kwargs)
+
+
+@register_model(IMAGENET_RESNET)
+def resnet152_v2(**kwargs) -> keras.Model:
+    """ResNet-152 v2 (pre-activation), as keras.applications.ResNet152V2; ImageNet weights."""
+    return build_resnet("resnet152_v2", **kwargs)
+
+
+@register_model(CIFAR_RESNET, default_classes=10)
+def resnet20(**kwargs) -> keras.Model:
+    """ResNet-20 for CIFAR-10 (He et al. 2015): 0.27M parameters."""
+    return build_resnet("resnet20", **kwargs)
+
+
+@register_model(CIFAR_RESNET, default_classes=10)
+def resnet32(**kwargs) -> keras.Model:
+    """ResNet-32 for CIFAR-10 (He et al. 2015): 0.46M parameters."""
+    return build_resnet("resnet32", **kwargs)
+
+
+@register_model(CIFAR_RESNET, default_classes=10)
+def resnet44(**kwargs) -> keras.Model:
+    """ResNet-44 for CIFAR-10 (He et al. 2015): 0.66M parameters."""
+    return build_resnet("resnet44", **kwargs)
+
+
+@register_model(CIFAR_RESNET, default_classes=10)
+def resnet56(**kwargs) -> keras.Model:
+    """ResNet-56 for CIFAR-10 (He et al. 2015): 0.85M parameters."""
+    return build_resnet("resnet56", **kwargs)
+
+
+@register_model(CIFAR_RESNET, default_classes=10)
+def resnet110(**kwargs) -> keras.Model:
+    """ResNet-110 for CIFAR-10 (He et al. 2015): 1.7M parameters."""
+    return build_resnet("resnet110", **kwargs)
