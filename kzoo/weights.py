@@ -313,7 +313,7 @@ def _check_legacy_h5_fits(model: keras.Model, path: str):
                     saved.append((name, [tuple(group[name][w].shape) for w in weight_names]))
     except (OSError, KeyError) as error:
         raise ValueError(
-            f"Could not read the weights file {path!r}: it is truncated, corrupt or not "
+            f"Could not read the weights file {path!r}: it is truncated or corrupt, or not "
             f"a Keras weights file ({error}). Download or save it again."
         ) from error
     expected = [

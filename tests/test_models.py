@@ -1,0 +1,192 @@
+"""The builders: every registered model builds, runs, saves; the published sizes hold."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from conftest import images
+
+import kzoo
+from kzoo.models import _registry
+
+ALL_MODELS = kzoo.list_models()
+LINEAR_MODELS = kzoo.list_models("lenet*") + kzoo.list_models("alexnet") + kzoo.list_models("vgg*")
+
+
+def small_shape(name):
+    """The smallest square input a model takes (at least 32), with its default channels."""
+    entry = _registry._entry(name)
+    size = max(entry.family.min_size, 32)
+    return (size, size, entry.default_input[-1])
+
+
+def trainable_params(model):
+    return sum(math.prod(w.shape) for w in model.trainable_weights)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_model_builds_runs_and_survives_keras_round_trip(name, tmp_path):
+    shape = small_shape(name)
+    model = kzoo.get_model(name, num_classes=10, input_shape=shape)
+    x = images(shape)
+    probs = np.asarray(model(x))
+    assert probs.shape == (2, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_allclose(np.asarray(restored(x)), probs, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling, rank", [("avg", 2), ("max", 2), (None, 4)])
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_model_without_top_gives_pooled_or_spatial_features(name, pooling, rank):
+    shape = small_shape(name)
+    model = kzoo.get_model(name, include_top=False, pooling=pooling, input_shape=shape)
+    features = model(images(shape))
+    assert len(features.shape) == rank
+    assert not any("predictions" in layer.name for layer in model.layers)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_features_only_returns_one_map_per_stage_at_the_stated_stride(name):
+    entry = _registry._entry(name)
+    size = 64 if entry.family.min_size <= 64 else 128
+    shape = (size, size, entry.default_input[-1])
+    model = kzoo.get_model(name, features_only=True, input_shape=shape)
+    maps = model(images(shape, batch=1))
+    strides = entry.family.stage_strides
+    assert len(maps) == len(strides)
+    if name != "alexnet":  # AlexNet's valid 11x11 and 3x3 pools round down.
+        assert [size // m.shape[1] for m in maps] == list(strides)
+    assert kzoo.model_info(name)["feature_strides"] == strides
+
+
+def test_features_only_picks_out_indices():
+    model = kzoo.resnet18(features_only=True, out_indices=(1, 3), input_shape=(64, 64, 3))
+    maps = model(images((64, 64, 3), batch=1))
+    assert [tuple(m.shape[1:]) for m in maps] == [(16, 16, 64), (4, 4, 256)]
+
+
+# Parameter counts from the issue (torchvision and keras.applications figures).
+TRAINABLE_AT_DEFAULTS = {
+    "lenet5": 61_706,
+    "alexnet": 61_100_840,
+    "vgg11": 132_863_336, "vgg13": 133_047_848, "vgg16": 138_357_544, "vgg19": 143_667_240,
+    "vgg11_bn": 132_868_840, "vgg13_bn": 133_053_736,
+    "vgg16_bn": 138_365_992, "vgg19_bn": 143_678_248,
+    "resnet18": 11_689_512, "resnet34": 21_797_672,
+}
+TOTAL_AT_DEFAULTS = {
+    "resnet50": 25_636_712, "resnet101": 44_707_176, "resnet152": 60_419_944,
+    "resnet50_v2": 25_613_800, "resnet101_v2": 44_675_560, "resnet152_v2": 60_380_648,
+}
+
+
+@pytest.mark.parametrize("name, expected", TRAINABLE_AT_DEFAULTS.items())
+def test_trainable_parameter_count_matches_the_reference(name, expected):
+    assert trainable_params(kzoo.get_model(name)) == expected
+
+
+@pytest.mark.parametrize("name, expected", TOTAL_AT_DEFAULTS.items())
+def test_total_parameter_count_matches_keras_applications(name, expected):
+    assert kzoo.get_model(name).count_params() == expected
+
+
+def test_resnet20_has_the_papers_027m_parameters():
+    params = kzoo.resnet20().count_params()
+    assert round(params / 1e6, 2) == 0.27
+    assert kzoo.resnet20().output.shape == (None, 10)
+
+
+def test_lenet5_classic_uses_tanh_and_average_pooling():
+    model = kzoo.lenet5(classic=True)
+    assert model.get_layer("conv1").activation.__name__ == "tanh"
+    assert isinstance(model.get_layer("pool1"), keras.layers.AveragePooling2D)
+    assert kzoo.lenet5().get_layer("conv1").activation.__name__ == "relu"
+    assert model.count_params() == 61_706
+
+
+@pytest.mark.parametrize("name", LINEAR_MODELS)
+def test_sequential_and_functional_share_weights_and_outputs(name, tmp_path):
+    shape = small_shape(name)
+    functional = kzoo.get_model(name, num_classes=7, input_shape=shape)
+    sequential = kzoo.get_model(name, num_classes=7, input_shape=shape, sequential=True)
+    assert isinstance(sequential, keras.Sequential)
+    assert not isinstance(functional, keras.Sequential)
+    sequential.set_weights(functional.get_weights())
+    x = images(shape)
+    np.testing.assert_allclose(np.asarray(sequential(x)), np.asarray(functional(x)), atol=1e-6)
+    # The same file loads into both forms.
+    path = tmp_path / "seq.weights.h5"
+    sequential.save_weights(path)
+    again = kzoo.get_model(name, num_classes=7, input_shape=shape, weights=str(path))
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(functional(x)), atol=1e-6)
+
+
+@pytest.mark.parametrize("name, size", [("vgg16", 32), ("resnet50", 32), ("resnet50_v2", 32),
+                                        ("alexnet", 63), ("lenet5", 12), ("resnet20", 4)])
+def test_smallest_input_builds_and_one_less_is_refused(name, size):
+    channels = _registry._entry(name).default_input[-1]
+    model = kzoo.get_model(name, include_top=False, input_shape=(size, size, channels))
+    assert min(model.output.shape[1:3]) >= 1
+    with pytest.raises(ValueError, match=rf"too small for {name}.*at least {size}"):
+        kzoo.get_model(name, include_top=False, input_shape=(size - 1, size, channels))
+
+
+def test_resnet_takes_any_input_size_including_none():
+    model = kzoo.resnet50(include_top=False, pooling="avg", input_shape=(None, None, 3))
+    assert model(images((97, 131, 3), batch=1)).shape == (1, 2048)
+
+
+def test_input_tensor_is_used_as_the_model_input():
+    tensor = keras.Input((48, 48, 3))
+    model = kzoo.vgg11(include_top=False, input_tensor=tensor)
+    assert model.inputs[0] is tensor
+    assert model.output.shape == (None, 1, 1, 512)
+
+
+def test_classes_is_an_alias_of_num_classes():
+    assert kzoo.lenet5(classes=5).output.shape == (None, 5)
+    assert kzoo.lenet5(num_classes=5, classes=5).output.shape == (None, 5)
+
+
+def test_logits_when_classifier_activation_is_none():
+    model = kzoo.lenet5(classifier_activation=None)
+    assert model.get_layer("predictions").activation.__name__ == "linear"
+
+
+def test_model_name_defaults_to_variant_and_can_be_set():
+    assert kzoo.vgg13().name == "vgg13"
+    assert kzoo.vgg13(name="backbone").name == "backbone"
+
+
+def test_builders_show_their_arguments():
+    import inspect
+
+    parameters = inspect.signature(kzoo.vgg16).parameters
+    for argument in ("include_top", "weights", "input_tensor", "input_shape", "pooling",
+                     "num_classes", "classes", "classifier_activation", "name", "dropout",
+                     "sequential", "features_only", "out_indices"):
+        assert argument in parameters
+    assert "variant" not in parameters
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_classes=0), r"num_classes=0 must be a positive integer"),
+        (dict(num_classes=10, classes=5), r"num_classes=10 and classes=5 disagree"),
+        (dict(pooling="mean", include_top=False), r"pooling='mean' is not one of None, 'avg', 'max'"),
+        (dict(input_shape=(32, 32)), r"input_shape=\(32, 32\) must be \(height, width, channels\)"),
+        (dict(input_shape=(None, None, 1)), r"flattens the last feature map.*fixed height and width"),
+        (dict(features_only=True, pooling="avg"), r"pooling='avg' cannot be combined with features_only"),
+        (dict(features_only=True, out_indices=(2, 7)), r"out_indices=\(2, 7\) must be distinct stage indices from \[0, 1\]"),
+        (dict(out_indices=(0,)), r"out_indices only applies with features_only=True"),
+        (dict(sequential=True, features_only=True), r"sequential=True cannot be combined with features_only"),
+    ],
+)
+def test_bad_builder_arguments_get_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        kzoo.lenet5(**kwargs)
