@@ -45,7 +45,7 @@ def _list(pattern: str, *, details: bool, markdown: bool) -> int:
         print(markdown_table(names))
         return 0
     for name in names:
-        entry = _registry._entry(name)
+        entry = _registry.model_entry(name)
         shape = "x".join(map(str, entry.default_input))
         weights = ", ".join(available_weights(name)) or "-"
         line = f"{name:14} {entry.family.name:13} {shape:11} weights: {weights}"
@@ -62,7 +62,7 @@ def markdown_table(names: list[str]) -> str:
         "| model | family | parameters | GMACs | GFLOPs | default input | ImageNet weights |",
         "|---|---|---:|---:|---:|---|---|",
     ]
-    by_family = sorted(names, key=lambda name: _registry._entry(name).family.name)  # stable
+    by_family = sorted(names, key=lambda name: _registry.model_entry(name).family.name)  # stable
     for name in by_family:
         info = model_info(name)
         rows.append(

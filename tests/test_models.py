@@ -16,7 +16,7 @@ LINEAR_MODELS = kzoo.list_models("lenet*") + kzoo.list_models("alexnet") + kzoo.
 
 def small_shape(name):
     """The smallest square input a model takes (at least 32), with its default channels."""
-    entry = _registry._entry(name)
+    entry = _registry.model_entry(name)
     size = max(entry.family.min_size, 32)
     return (size, size, entry.default_input[-1])
 
@@ -51,7 +51,7 @@ def test_model_without_top_gives_pooled_or_spatial_features(name, pooling, rank)
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_features_only_returns_one_map_per_stage_at_the_stated_stride(name):
-    entry = _registry._entry(name)
+    entry = _registry.model_entry(name)
     size = 64 if entry.family.min_size <= 64 else 128
     shape = (size, size, entry.default_input[-1])
     model = kzoo.get_model(name, features_only=True, input_shape=shape)
@@ -128,7 +128,7 @@ def test_sequential_and_functional_share_weights_and_outputs(name, tmp_path):
 @pytest.mark.parametrize("name, size", [("vgg16", 32), ("resnet50", 32), ("resnet50_v2", 32),
                                         ("alexnet", 63), ("lenet5", 12), ("resnet20", 4)])
 def test_smallest_input_builds_and_one_less_is_refused(name, size):
-    channels = _registry._entry(name).default_input[-1]
+    channels = _registry.model_entry(name).default_input[-1]
     model = kzoo.get_model(name, include_top=False, input_shape=(size, size, channels))
     assert min(model.output.shape[1:3]) >= 1
     with pytest.raises(ValueError, match=rf"too small for {name}.*at least {size}"):

@@ -17,7 +17,7 @@ def test_list_models_filters_with_shell_wildcards_in_natural_order():
 
 def test_every_registered_model_is_exported_from_kzoo():
     for name in kzoo.list_models():
-        assert getattr(kzoo, name) is _registry._entry(name).fn
+        assert getattr(kzoo, name) is _registry.model_entry(name).fn
         assert name in kzoo.__all__
 
 

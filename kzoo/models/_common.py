@@ -22,7 +22,6 @@ class Options:
     """The keras.applications-style arguments of one build, checked and resolved."""
 
     variant: str
-    family: _registry.Family
     include_top: bool
     weights: str | None
     input_tensor: Any
@@ -65,7 +64,7 @@ def resolve_options(
     Raises:
         ValueError: Naming the bad value, what is allowed and what to do.
     """
-    entry = _registry._entry(variant)
+    entry = _registry.model_entry(variant)
     family = entry.family
     if keras.config.image_data_format() != "channels_last":
         raise ValueError(
@@ -104,7 +103,6 @@ def resolve_options(
         )
     return Options(
         variant=variant,
-        family=family,
         include_top=include_top,
         weights=weights,
         input_tensor=input_tensor,

@@ -111,7 +111,8 @@ def _natural_key(name: str):
     return letters, int(digits or 0), rest
 
 
-def _entry(name: str) -> ModelEntry:
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry of `name`; an unknown name raises a ValueError with suggestions."""
     if name in _MODELS:
         return _MODELS[name]
     close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
@@ -135,7 +136,7 @@ def get_model(name: str, **kwargs) -> keras.Model:
     Raises:
         ValueError: For an unknown name; the message suggests the closest names.
     """
-    return _entry(name).fn(**kwargs)
+    return model_entry(name).fn(**kwargs)
 
 
 def model_info(name: str) -> dict:
@@ -149,7 +150,7 @@ def model_info(name: str) -> dict:
         (one multiply-add counts as two FLOPs), `default_input, min_size,
         num_classes, weights` (available weight tags), `feature_strides`.
     """
-    return dict(_model_info(_entry(name).name))
+    return dict(_model_info(model_entry(name).name))
 
 
 @functools.lru_cache(maxsize=None)
