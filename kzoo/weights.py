@@ -289,10 +289,11 @@ def load_weights(model: keras.Model, model_name: str, weights: str | None, *, in
     except ValueError as error:
         layer = re.search(r"object <(\w+) name=([^,>]+)", str(error))
         where = f" The first layer that does not fit: {layer[2]!r} ({layer[1]})." if layer else ""
+        keras_said = str(error).split("Target variable:")[0].strip()  # Drop the value dump.
         raise ValueError(
             f"The weights in {path!r} do not fit {model.name} ({model_name}).{where} "
             f"Check that the file was saved from {model_name} with the same "
-            f"include_top, num_classes and input channels. Keras said: {error}"
+            f"include_top, num_classes and input channels. Keras said: {keras_said}"
         ) from error
 
 
