@@ -1,0 +1,252 @@
+"""Batch-level augmentation on Keras preprocessing layers: presets, MixUp/CutMix, preview.
+
+A `BatchAugment` maps an `(images, labels)` batch to an augmented one inside
+tf.data: every op is vectorized over the batch, with a fresh random draw per
+image. Images are float32 in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+
+class BatchAugment:
+    """Image layers applied to the batch, then optional MixUp or CutMix.
+
+    Args:
+        image_layers: Keras layers applied in order with `training=True`.
+        mix: None, `keras.layers.MixUp` or `keras.layers.CutMix`; labels become
+            one-hot float32 (they still sum to one per image).
+        num_classes: Needed with `mix`; filled in by the data pipeline.
+    """
+
+    def __init__(self, image_layers, *, mix=None, num_classes=None):
+        self.image_layers = list(image_layers)
+        self.mix = mix
+        self.num_classes = num_classes
+
+    def __call__(self, images, labels):
+        for layer in self.image_layers:
+            images = layer(images, training=True)
+        images = tf.clip_by_value(images, 0.0, 1.0)
+        if self.mix is None:
+            return images, labels
+        if not self.num_classes:
+            raise ValueError("MixUp/CutMix need num_classes to one-hot the labels.")
+        one_hot = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes)
+        mixed = self.mix({"images": images, "labels": one_hot}, training=True)
+        return mixed["images"], mixed["labels"]
+
+    def __repr__(self):
+        names = [type(layer).__name__ for layer in self.image_layers]
+        mix = f", mix={type(self.mix).__name__}" if self.mix else ""
+        return f"BatchAugment({names}{mix})"
+
+
+class RandomResizedCrop(layers.Layer):
+    """Inception-style crop: a random area and aspect ratio per image, resized back.
+
+    Keras 3 has no such layer; this one samples one box per image and crops
+    the whole batch with a single `tf.image.crop_and_resize`.
+
+    Args:
+        size: Output (height, width).
+        scale: Range of the crop's area as a fraction of the image.
+        ratio: Range of the crop's aspect ratio (width / height).
+        seed: Random seed.
+    """
+
+    def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.scale, self.ratio, self.seed = tuple(scale), tuple(ratio), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return tf.image.resize(images, self.size)
+        batch = tf.shape(images)[0]
+        area = keras.random.uniform((batch,), *self.scale, seed=self.seed_generator)
+        log_ratio = keras.random.uniform(
+            (batch,), math.log(self.ratio[0]), math.log(self.ratio[1]), seed=self.seed_generator
+        )
+        aspect = tf.exp(log_ratio)
+        height = tf.minimum(tf.sqrt(area / aspect), 1.0)
+        width = tf.minimum(tf.sqrt(area * aspect), 1.0)
+        top = keras.random.uniform((batch,), seed=self.seed_generator) * (1.0 - height)
+        left = keras.random.uniform((batch,), seed=self.seed_generator) * (1.0 - width)
+        boxes = tf.stack([top, left, top + height, left + width], axis=1)
+        return tf.image.crop_and_resize(images, boxes, tf.range(batch), self.size)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "scale": self.scale,
+                "ratio": self.ratio, "seed": self.seed}
+
+
+def _mix(mixup_alpha, cutmix_alpha, seed):
+    if mixup_alpha and cutmix_alpha:
+        raise ValueError("Choose MixUp or CutMix, not both (mixup_alpha and cutmix_alpha).")
+    if mixup_alpha:
+        return layers.MixUp(alpha=mixup_alpha, seed=seed)
+    if cutmix_alpha:
+        return layers.CutMix(factor=cutmix_alpha, seed=seed)
+    return None
+
+
+def mnist(*, rotation=0.04, translation=0.1, zoom=0.1, mixup_alpha=None, cutmix_alpha=None, seed=None):
+    """Small affine jitter for digits; no flips (a flipped 2 is not a 2).
+
+    Args:
+        rotation: Max rotation as a fraction of a full turn (0.04 = 14 degrees).
+        translation: Max shift as a fraction of height/width.
+        zoom: Max zoom in or out, as a fraction.
+        mixup_alpha, cutmix_alpha: Enable MixUp or CutMix with this parameter.
+        seed: Random seed.
+    """
+    return BatchAugment(
+        [
+            layers.RandomRotation(rotation, fill_mode="constant", seed=seed),
+            layers.RandomTranslation(translation, translation, fill_mode="constant", seed=seed),
+            layers.RandomZoom(zoom, zoom, fill_mode="constant", seed=seed),
+        ],
+        mix=_mix(mixup_alpha, cutmix_alpha, seed),
+    )
+
+
+def cifar(*, pad=4, image_size=32, flip=True, mixup_alpha=None, cutmix_alpha=None, seed=None):
+    """He et al. 2015: pad by `pad` pixels, random crop back, horizontal flip.
+
+    Pad-and-crop is a per-image random shift of up to `pad` pixels with zero
+    fill (`RandomTranslation`); Keras' `RandomCrop` would shift the whole batch
+    by one offset.
+    """
+    shift = pad / image_size
+    image_layers = [
+        layers.RandomTranslation(shift, shift, fill_mode="constant", interpolation="nearest", seed=seed)
+    ]
+    if flip:
+        image_layers.append(layers.RandomFlip("horizontal", seed=seed))
+    return BatchAugment(image_layers, mix=_mix(mixup_alpha, cutmix_alpha, seed))
+
+
+def imagenet(*, image_size=224, scale=(0.08, 1.0), flip=True, color=0.4, rand_augment=False,
+             mixup_alpha=None, cutmix_alpha=None, seed=None):
+    """Random resized crop, horizontal flip and colour jitter (or RandAugment).
+
+    Args:
+        image_size: Output size of the crop.
+        scale: Area range of the random resized crop.
+        flip: Random horizontal flips.
+        color: Strength of brightness/contrast/saturation jitter (0 turns it off);
+            hue jitter is a quarter of it.
+        rand_augment: Use `keras.layers.RandAugment` instead of the colour jitter.
+        mixup_alpha, cutmix_alpha: Enable MixUp or CutMix with this parameter.
+        seed: Random seed.
+    """
+    image_layers = [RandomResizedCrop(image_size, scale=scale, seed=seed)]
+    if flip:
+        image_layers.append(layers.RandomFlip("horizontal", seed=seed))
+    if rand_augment:
+        image_layers.append(layers.RandAugment(value_range=(0, 1), seed=seed))
+    elif color:
+        image_layers += [
+            layers.RandomBrightness(color, value_range=(0, 1), seed=seed),
+            layers.RandomContrast(color, value_range=(0, 1), seed=seed),
+            layers.RandomSaturation((0.5 - color / 2, 0.5 + color / 2), value_range=(0, 1), seed=seed),
+            layers.RandomHue(color / 4, value_range=(0, 1), seed=seed),
+        ]
+    return BatchAugment(image_layers, mix=_mix(mixup_alpha, cutmix_alpha, seed))
+
+
+PRESETS = {"mnist": mnist, "cifar": cifar, "imagenet": imagenet}
+
+
+def get(augment, *, num_classes=None, seed=None):
+    """Resolves the `augment=` argument of the data functions.
+
+    Args:
+        augment: None, a preset name, a `BatchAugment`, a Keras layer or a
+            callable on an image batch.
+        num_classes: Filled into a `BatchAugment` that mixes labels.
+        seed: Seed for a preset built from its name.
+
+    Returns:
+        None, or a callable `(images, labels) -> (images, labels)`.
+    """
+    if augment is None:
+        return None
+    if isinstance(augment, str):
+        if augment not in PRESETS:
+            raise ValueError(
+                f"augment={augment!r} is not a preset; choose one of {sorted(PRESETS)}, or "
+                "pass kzoo.augment.<preset>(...) with your settings, or a Keras layer."
+            )
+        augment = PRESETS[augment](seed=seed)
+    if isinstance(augment, BatchAugment):
+        if augment.mix is not None and augment.num_classes is None:
+            augment.num_classes = num_classes
+        return augment
+    if callable(augment):
+        return lambda images, labels: (augment(images, training=True) if isinstance(augment, layers.Layer)
+                                       else augment(images), labels)
+    raise ValueError(f"augment={augment!r} must be None, a preset name, a BatchAugment or a callable.")
+
+
+def preview(dataset, path: str, *, rows: int = 4, columns: int = 8) -> str:
+    """Writes a PNG grid of the first images of a batched dataset (atomically).
+
+    Args:
+        dataset: Yields `(images, labels)` batches, images in [0, 1].
+        path: Where the PNG goes.
+        rows, columns: Grid size; batches are taken until it is full.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wanted = rows * columns
+    images, labels = [], []
+    for batch_images, batch_labels in dataset:
+        images.extend(np.asarray(batch_images)[: wanted - len(images)])
+        batch_labels = np.asarray(batch_labels)
+        if batch_labels.ndim == 2:  # One-hot after MixUp/CutMix: show the top class.
+            batch_labels = batch_labels.argmax(axis=1)
+        labels.extend(batch_labels[: wanted - len(labels)])
+        if len(images) >= wanted:
+            break
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.4, rows * 1.5))
+    for index, axis in enumerate(np.ravel(axes)):
+        axis.axis("off")
+        if index < len(images):
+            image = np.clip(images[index], 0, 1)
+            axis.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=1)
+            axis.set_title(str(labels[index]), fontsize=8)
+    figure.tight_layout()
+    _save_figure(figure, path)
+    plt.close(figure)
+    return path
+
+
+def _save_figure(figure, path: str):
+    """Saves a matplotlib figure as PNG via a temporary file and a rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(suffix=".png", dir=folder)
+    os.close(handle)
+    try:
+        figure.savefig(temporary, dpi=100, format="png")
+        os.replace(temporary, path)
+    except BaseException:
+        os.remove(temporary)
+        raise

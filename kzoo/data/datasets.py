@@ -1,0 +1,298 @@
+"""Datasets as ready tf.data pipelines of `(float32 image in [0, 1], int label)` batches.
+
+Every source (TFDS, a folder per class, NumPy arrays, the embedded digits)
+goes through one pipeline in the order that keeps it fast and correct: decode
+and resize, cache, shuffle, batch, augment the whole batch, prefetch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from kzoo.data import augment as augment_lib
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A named dataset: its TFDS name, native image shape and number of classes."""
+
+    tfds_name: str
+    image_shape: tuple | None  # None: images vary in size; resized to `default_size`.
+    num_classes: int
+    default_size: int | None = None
+
+
+DATASETS = {
+    "mnist": DatasetInfo("mnist", (28, 28, 1), 10),
+    "fashion_mnist": DatasetInfo("fashion_mnist", (28, 28, 1), 10),
+    "cifar10": DatasetInfo("cifar10", (32, 32, 3), 10),
+    "cifar100": DatasetInfo("cifar100", (32, 32, 3), 100),
+    "tf_flowers": DatasetInfo("tf_flowers", None, 5, default_size=224),
+    "imagenette": DatasetInfo("imagenette/320px-v2", None, 10, default_size=224),
+    "digits": DatasetInfo("", (28, 28, 1), 10),  # scikit-learn's, embedded, offline.
+}
+OFFLINE_CHOICES = (
+    'kzoo.data.load("digits", ...) (1,797 real handwritten digits, embedded), '
+    "kzoo.data.from_directory(path) (a folder per class) or kzoo.data.from_arrays(x, y)"
+)
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A named dataset is neither prepared in `data_dir` nor downloadable."""
+
+
+def load(
+    name: str,
+    split: str = "train",
+    *,
+    batch_size: int = 128,
+    image_size: int | tuple[int, int] | None = None,
+    augment=None,
+    shuffle: bool = True,
+    cache: bool | str = True,
+    data_dir: str | None = None,
+    seed: int | None = None,
+    download: bool = True,
+) -> tf.data.Dataset:
+    """Loads a named dataset as a batched, prefetched pipeline.
+
+    Args:
+        name: A key of `DATASETS` ("mnist", "cifar10", "digits", ...) or any
+            TFDS name with a supervised (image, label) form.
+        split: A TFDS split ("train", "test", "train[:90%]"); "digits" has
+            "train" (first 1,437 images), "test" (last 360) and "all".
+        batch_size: Images per batch.
+        image_size: Resize to this (int or (height, width)); required for
+            datasets whose images vary in size unless they have a default.
+        augment: None, a preset name ("mnist", "cifar", "imagenet"), or a
+            `kzoo.augment.BatchAugment` / callable on an image batch.
+        shuffle: Shuffle (each epoch anew) before batching.
+        cache: Cache decoded images in memory (True), in a file (a path), or not.
+        data_dir: TFDS data folder; defaults to TFDS' own (`~/tensorflow_datasets`).
+        seed: Makes shuffling and augmentation repeat exactly.
+        download: Allow TFDS to download a dataset that is not prepared.
+
+    Returns:
+        A `tf.data.Dataset` of `(images, labels)` batches: float32 images in
+        [0, 1] of shape (batch, height, width, channels) and int32 labels (or
+        float32 one-hot labels after MixUp/CutMix).
+
+    Raises:
+        DatasetUnavailableError: If the dataset is not in `data_dir` and cannot
+            be downloaded; the message lists the offline choices.
+    """
+    info = DATASETS.get(name)
+    if name == "digits":
+        images, labels = _digits(split)
+        return from_arrays(
+            images, labels, batch_size=batch_size, image_size=image_size, augment=augment,
+            shuffle=shuffle, cache=cache, seed=seed, num_classes=10,
+        )
+    dataset, builder = _tfds_split(
+        info.tfds_name if info else name, split, data_dir, download, shuffle and seed is None
+    )
+    num_classes = info.num_classes if info else builder.info.features["label"].num_classes
+    if image_size is None and info and info.image_shape is None:
+        image_size = info.default_size
+    return pipeline(
+        dataset, batch_size=batch_size, image_size=image_size, augment=augment,
+        shuffle=shuffle, cache=cache, seed=seed, num_classes=num_classes,
+    )
+
+
+def _tfds_split(tfds_name: str, split: str, data_dir: str | None, download: bool, shuffle_files: bool):
+    """Returns `(dataset, builder)`, preparing the dataset first if needed and possible."""
+    import tensorflow_datasets as tfds  # Heavy: only when a TFDS dataset is asked for.
+
+    builder = tfds.builder(tfds_name, data_dir=data_dir)
+
+    def read():
+        return builder.as_dataset(split=split, as_supervised=True, shuffle_files=shuffle_files)
+
+    try:
+        return read(), builder  # Prepared already (or mocked by tfds.testing.mock_data).
+    except (AssertionError, FileNotFoundError):  # TFDS asserts that the files exist.
+        pass
+    if not download:
+        reason = "downloading is disabled (download=False)"
+    elif not _reachable(DOWNLOAD_HOST):
+        reason = f"there is no network ({DOWNLOAD_HOST[0]} cannot be reached)"
+    else:
+        try:
+            builder.download_and_prepare()
+            return read(), builder
+        except Exception as error:  # Network errors come in many types.
+            reason = f"downloading failed: {type(error).__name__}: {str(error)[:200]}"
+    raise DatasetUnavailableError(
+        f"Dataset {tfds_name!r} is not prepared in {builder.data_dir} and {reason}. Prepare it "
+        f"where there is network access and pass data_dir=, or, offline, use {OFFLINE_CHOICES}."
+    )
+
+
+# TFDS' own mirror. Probing it first turns an offline download, which TFDS
+# retries with back-off for minutes, into an error within seconds.
+DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+
+
+def _reachable(address, timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _digits(split: str):
+    """scikit-learn's 8x8 digits (values 0-16), upsampled to 28x28x1 in [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images.astype("float32")[..., None] / 16.0
+    images = tf.image.resize(images, (28, 28), method="bilinear").numpy()
+    labels = digits.target.astype("int32")
+    cut = 1437  # 80% / 20%, in the file's order (the same every time).
+    splits = {"train": slice(0, cut), "test": slice(cut, None), "all": slice(None)}
+    if split not in splits:
+        raise ValueError(f"split={split!r}: the digits dataset has 'train', 'test' and 'all'.")
+    return images[splits[split]], labels[splits[split]]
+
+
+def from_arrays(
+    images,
+    labels,
+    *,
+    batch_size: int = 128,
+    image_size=None,
+    augment=None,
+    shuffle: bool = True,
+    cache: bool | str = True,
+    seed: int | None = None,
+    num_classes: int | None = None,
+) -> tf.data.Dataset:
+    """A pipeline over NumPy arrays: uint8 images are scaled to [0, 1].
+
+    Args:
+        images: Array (n, height, width[, channels]); uint8 0-255 or float in [0, 1].
+        labels: Integer class ids, shape (n,).
+        Others: as in `load`; `num_classes` defaults to `max(labels) + 1`.
+
+    Raises:
+        ValueError: If images and labels differ in length or rank is wrong.
+    """
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or len(images) != len(labels):
+        raise ValueError(
+            f"from_arrays needs images of shape (n, height, width[, channels]) and n labels; "
+            f"got images {images.shape} and labels {labels.shape}."
+        )
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
+    return pipeline(
+        dataset, batch_size=batch_size, image_size=image_size, augment=augment, shuffle=shuffle,
+        cache=cache, seed=seed, num_classes=num_classes or int(labels.max()) + 1,
+    )
+
+
+def from_directory(
+    path: str,
+    *,
+    batch_size: int = 32,
+    image_size=224,
+    augment=None,
+    shuffle: bool = True,
+    cache: bool | str = True,
+    seed: int | None = None,
+    validation_split: float | None = None,
+    subset: str | None = None,
+) -> tf.data.Dataset:
+    """A pipeline over a folder with one sub-folder of images per class.
+
+    Class ids follow the sorted sub-folder names (as in
+    `keras.utils.image_dataset_from_directory`, which reads the files).
+
+    Args:
+        path: The folder.
+        image_size: Every image is resized to this (int or (height, width)).
+        validation_split, subset: Hold out a fraction ("training"/"validation").
+        Others: as in `load`.
+
+    Returns:
+        The pipeline; its `class_names` attribute lists the folders in id order.
+    """
+    import keras
+
+    if not os.path.isdir(path):
+        raise ValueError(f"from_directory: {path!r} is not a folder; give a folder with one sub-folder per class.")
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    files = keras.utils.image_dataset_from_directory(
+        path, labels="inferred", label_mode="int", batch_size=None, image_size=size,
+        shuffle=shuffle, seed=seed if seed is not None else 0,
+        validation_split=validation_split, subset=subset, verbose=False,
+    )
+    class_names = files.class_names
+    files = files.map(lambda x, y: (x / 255.0, tf.cast(y, tf.int32)), num_parallel_calls=AUTOTUNE)
+    dataset = pipeline(
+        files, batch_size=batch_size, image_size=None, augment=augment, shuffle=shuffle,
+        cache=cache, seed=seed, num_classes=len(class_names),
+    )
+    dataset.class_names = class_names
+    return dataset
+
+
+def pipeline(
+    dataset: tf.data.Dataset,
+    *,
+    batch_size: int,
+    image_size=None,
+    augment=None,
+    shuffle: bool = True,
+    cache: bool | str = True,
+    seed: int | None = None,
+    num_classes: int | None = None,
+    shuffle_buffer: int = 10_000,
+) -> tf.data.Dataset:
+    """The shared order: decode/resize, cache, shuffle, batch, augment, prefetch.
+
+    Args:
+        dataset: Unbatched `(image, label)` elements; images uint8 or float.
+        num_classes: Needed by MixUp/CutMix for one-hot labels.
+        shuffle_buffer: Shuffle buffer size (elements).
+        Others: as in `load`.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer, e.g. 128.")
+    size = (image_size, image_size) if isinstance(image_size, int) else image_size
+
+    def decode(image, label):
+        if image.dtype == tf.uint8:
+            image = tf.cast(image, tf.float32) / 255.0
+        image = tf.cast(image, tf.float32)
+        if size is not None:
+            image = tf.image.resize(image, size)
+        return image, tf.cast(label, tf.int32)
+
+    dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE)
+    if cache:
+        dataset = dataset.cache(cache if isinstance(cache, str) else "")
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, num_parallel_calls=AUTOTUNE)
+    batch_augment = augment_lib.get(augment, num_classes=num_classes, seed=seed)
+    if batch_augment is not None:
+        # Keras' random layers draw from one seed stream, so a seeded pipeline
+        # augments one batch at a time to repeat exactly; unseeded, in parallel.
+        dataset = dataset.map(
+            batch_augment, num_parallel_calls=1 if seed is not None else AUTOTUNE
+        )
+    options = tf.data.Options()
+    options.deterministic = seed is not None
+    return dataset.prefetch(AUTOTUNE).with_options(options)
