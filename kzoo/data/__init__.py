@@ -8,6 +8,7 @@ from kzoo.data.datasets import (
     from_directory,
     load,
     pipeline,
+    read_idx,
 )
 
-__all__ = ["DATASETS", "DatasetUnavailableError", "augment", "from_arrays", "from_directory", "load", "pipeline"]
+__all__ = ["DATASETS", "DatasetUnavailableError", "augment", "from_arrays", "from_directory", "load", "pipeline", "read_idx"]

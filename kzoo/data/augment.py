@@ -8,13 +8,13 @@ image. Images are float32 in [0, 1].
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
+
+from kzoo._io import save_figure
 
 
 class BatchAugment:
@@ -233,20 +233,6 @@ def preview(dataset, path: str, *, rows: int = 4, columns: int = 8) -> str:
             axis.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=1)
             axis.set_title(str(labels[index]), fontsize=8)
     figure.tight_layout()
-    _save_figure(figure, path)
+    save_figure(figure, path)
     plt.close(figure)
     return path
-
-
-def _save_figure(figure, path: str):
-    """Saves a matplotlib figure as PNG via a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=folder)
-    os.close(handle)
-    try:
-        figure.savefig(temporary, dpi=100, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        os.remove(temporary)
-        raise

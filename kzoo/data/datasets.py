@@ -165,6 +165,27 @@ def _digits(split: str):
     return images[splits[split]], labels[splits[split]]
 
 
+def read_idx(path: str) -> np.ndarray:
+    """Reads an IDX file (the format of the original MNIST downloads), gzipped or not.
+
+    Args:
+        path: e.g. "t10k-images-idx3-ubyte.gz".
+
+    Returns:
+        The array, uint8 for image and label files.
+    """
+    import gzip
+    import struct
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        zero, dtype_code, rank = struct.unpack(">HBB", f.read(4))
+        if zero != 0 or dtype_code != 0x08:
+            raise ValueError(f"{path!r} is not an unsigned-byte IDX file (header {zero}, {dtype_code:#x}).")
+        shape = struct.unpack(f">{rank}I", f.read(4 * rank))
+        return np.frombuffer(f.read(), dtype=np.uint8).reshape(shape)
+
+
 def from_arrays(
     images,
     labels,

@@ -1,0 +1,346 @@
+"""Training: `fit` with strategies, mixed precision, schedules, checkpoints and resume; curves and evaluation.
+
+`fit` wraps Keras' own `Model.fit`: it chooses the loss from the model's
+output and the labels, builds the optimizer and learning-rate schedule, and,
+with a `checkpoint_dir`, keeps the best model, a `BackupAndRestore` state and
+CSV/TensorBoard logs there.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kzoo import distribute
+from kzoo._io import save_figure
+
+OPTIMIZERS = ("auto", "adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "step", "constant")
+_DEFAULT_LEARNING_RATE = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.1}
+
+
+def fit(
+    model,
+    train: tf.data.Dataset,
+    val: tf.data.Dataset | None = None,
+    *,
+    epochs: int,
+    optimizer="auto",
+    learning_rate: float | None = None,
+    weight_decay: float = 0.0,
+    schedule: str = "cosine",
+    warmup_epochs: int | None = None,
+    label_smoothing: float = 0.0,
+    strategy="auto",
+    mixed_precision="auto",
+    jit_compile="auto",
+    checkpoint_dir: str | None = None,
+    backup_every_steps: int | None = None,
+    seed: int | None = None,
+    callbacks=(),
+    steps_per_epoch: int | None = None,
+    verbose="auto",
+) -> keras.callbacks.History:
+    """Trains a model and returns Keras' `History`.
+
+    Args:
+        model: A `keras.Model`, or a function that builds one. It is built (or
+            cloned) inside the strategy's scope and under the precision policy;
+            after training, the weights are copied back into a given model.
+        train: Batched `(images, labels)` dataset; int labels, or one-hot
+            float labels (after MixUp/CutMix).
+        val: Optional validation dataset of the same form.
+        epochs: Number of epochs.
+        optimizer: "auto" (Adam; AdamW when `weight_decay`), "adam", "adamw",
+            "sgd" (momentum 0.9), or a `keras.optimizers.Optimizer`.
+        learning_rate: Peak learning rate; default 1e-3 (Adam/AdamW) or 0.1 (SGD).
+        weight_decay: Decoupled weight decay (AdamW), or L2-style decay folded
+            into SGD's update (Keras' `weight_decay`).
+        schedule: "cosine" (with linear warmup), "step" (x0.1 at 50% and 75%
+            of training, He et al. 2015) or "constant".
+        warmup_epochs: Linear warmup for "cosine"; default: a tenth of the
+            epochs, at most 5.
+        label_smoothing: Label smoothing of the cross-entropy.
+        strategy: As `kzoo.distribute.strategy`.
+        mixed_precision: As `kzoo.distribute.precision_policy`; the classifier
+            output always stays float32.
+        jit_compile: Passed to `Model.compile` ("auto", True, False).
+        checkpoint_dir: Keep `best.keras` (by validation accuracy, else
+            training accuracy), a `backup/` for `BackupAndRestore`,
+            `history.csv` and TensorBoard `logs/` here. A run started again
+            with the same folder resumes from the backup.
+        backup_every_steps: Also back up every this many steps (default: at
+            the end of each epoch). Keras restores the latest backup and
+            restarts the interrupted epoch from its first batch.
+        seed: Seeds Python, NumPy and the backend.
+        callbacks: More Keras callbacks (they run after kzoo's).
+        steps_per_epoch: Needed when `train` has no known length.
+        verbose: Keras' progress-bar setting.
+
+    Returns:
+        The `History`; `history.model` is the model that was trained.
+
+    Raises:
+        ValueError: For bad arguments, each named with what is allowed.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs={epochs!r} must be a positive integer.")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1).")
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    distribution = distribute.strategy(strategy)
+    policy = distribute.precision_policy(mixed_precision, distribution)
+    steps = _steps_per_epoch(train, steps_per_epoch)
+    one_device = distribution is tf.distribute.get_strategy()  # Asked outside the scope.
+    with distribution.scope():
+        trained = _model_for(model, policy, one_device)
+        num_classes = trained.outputs[0].shape[-1]
+        sparse = len(train.element_spec[1].shape) == 1
+        if label_smoothing and sparse:  # Keras' sparse loss has no smoothing: one-hot the labels.
+            train, val = (_one_hot(d, num_classes) if d is not None else None for d in (train, val))
+            sparse = False
+        trained.compile(
+            optimizer=_optimizer(optimizer, learning_rate, weight_decay, schedule, warmup_epochs, epochs, steps),
+            loss=_loss(trained, sparse, label_smoothing),
+            metrics=["accuracy"],
+            jit_compile=jit_compile,
+        )
+    own = _checkpoint_callbacks(checkpoint_dir, val is not None, backup_every_steps)
+    history = trained.fit(
+        train,
+        validation_data=val,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=[*own, *callbacks],
+        shuffle=False,  # kzoo pipelines shuffle before batching.
+        verbose=verbose,
+    )
+    if isinstance(model, keras.Model) and trained is not model:
+        model.set_weights(trained.get_weights())
+    return history
+
+
+def _model_for(model, policy: str, one_device: bool) -> keras.Model:
+    """The model to train: built in the strategy scope, or cloned into it, with the policy applied.
+
+    Call inside `strategy.scope()`; `one_device` says whether it is the default strategy.
+    """
+    built_here = not isinstance(model, keras.Model)
+    if built_here:
+        if not callable(model):
+            raise ValueError(f"model={model!r} must be a keras.Model or a function that builds one.")
+        model = model()
+    if policy == "float32" and (built_here or one_device):
+        return model
+    outputs = {tensor._keras_history[0] for tensor in model.outputs}
+
+    def with_policy(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32" if layer in outputs else policy  # Output stays float32.
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=with_policy)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _steps_per_epoch(train, steps_per_epoch):
+    if steps_per_epoch is not None:
+        return steps_per_epoch
+    cardinality = int(train.cardinality())
+    if cardinality < 0:
+        raise ValueError(
+            "The training dataset has no known length (it repeats, or was filtered); "
+            "pass steps_per_epoch=."
+        )
+    return cardinality
+
+
+def _one_hot(dataset, num_classes):
+    return dataset.map(lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), num_classes)))
+
+
+def outputs_probabilities(model: keras.Model) -> bool:
+    """True when the model ends in a softmax (probabilities), False for logits."""
+    activation = getattr(model.layers[-1], "activation", None)
+    return getattr(activation, "__name__", "") == "softmax"
+
+
+def _loss(model, sparse: bool, label_smoothing: float):
+    from_logits = not outputs_probabilities(model)
+    if sparse:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    return keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
+
+
+def _optimizer(optimizer, learning_rate, weight_decay, schedule, warmup_epochs, epochs, steps):
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return optimizer
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer={optimizer!r} is not one of {OPTIMIZERS} or a keras optimizer.")
+    if optimizer == "auto":
+        optimizer = "adamw" if weight_decay else "adam"
+    rate = learning_rate if learning_rate is not None else _DEFAULT_LEARNING_RATE[optimizer]
+    rate = learning_rate_schedule(schedule, rate, epochs=epochs, steps_per_epoch=steps, warmup_epochs=warmup_epochs)
+    if optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=0.9, weight_decay=weight_decay or None)
+    if optimizer == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=weight_decay or 0.004)
+    return keras.optimizers.Adam(rate)
+
+
+def learning_rate_schedule(schedule, peak, *, epochs, steps_per_epoch, warmup_epochs=None):
+    """A Keras learning-rate schedule over the whole run.
+
+    Args:
+        schedule: "cosine" (linear warmup, then cosine decay to 0), "step"
+            (x0.1 at 50% and 75% of the steps) or "constant".
+        peak: The peak learning rate.
+        epochs, steps_per_epoch: Length of the run.
+        warmup_epochs: Warmup for "cosine"; default a tenth of the epochs, at most 5.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule={schedule!r} is not one of {SCHEDULES}.")
+    total = epochs * steps_per_epoch
+    if schedule == "constant":
+        return peak
+    if schedule == "step":
+        return keras.optimizers.schedules.PiecewiseConstantDecay(
+            [total // 2, total * 3 // 4], [peak, peak * 0.1, peak * 0.01]
+        )
+    warmup_epochs = min(5, epochs // 10) if warmup_epochs is None else warmup_epochs
+    warmup = warmup_epochs * steps_per_epoch
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(peak, decay_steps=total)
+    return keras.optimizers.schedules.CosineDecay(
+        peak / 10, decay_steps=max(total - warmup, 1), warmup_target=peak, warmup_steps=warmup
+    )
+
+
+def _checkpoint_callbacks(checkpoint_dir, has_validation, backup_every_steps):
+    if checkpoint_dir is None:
+        return []
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    monitor = "val_accuracy" if has_validation else "accuracy"
+    return [
+        keras.callbacks.BackupAndRestore(
+            os.path.join(checkpoint_dir, "backup"), save_freq=backup_every_steps or "epoch"
+        ),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(checkpoint_dir, "best.keras"), monitor=monitor, mode="max", save_best_only=True
+        ),
+        keras.callbacks.CSVLogger(os.path.join(checkpoint_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(checkpoint_dir, "logs")),
+    ]
+
+
+def plot_history(history, path: str) -> str:
+    """Writes loss and accuracy curves (training and validation) as a PNG.
+
+    Args:
+        history: A Keras `History`, its `.history` dict, or a CSVLogger file.
+        path: Where the PNG goes (written atomically).
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logs = _history_dict(history)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+            if key in logs:
+                axis.plot(range(1, len(logs[key]) + 1), logs[key], style, label=key)
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)
+    return path
+
+
+def _history_dict(history) -> dict:
+    if isinstance(history, keras.callbacks.History):
+        return history.history
+    if isinstance(history, dict):
+        return history
+    import csv
+
+    with open(history) as f:
+        rows = list(csv.DictReader(f))
+    return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"}
+
+
+def evaluate(model: keras.Model, data: tf.data.Dataset, *, plot_confusion: str | None = None,
+             class_names=None) -> dict:
+    """Accuracy, loss and confusion matrix of a model on a labelled dataset.
+
+    Args:
+        model: A classifier (softmax or logits output).
+        data: Batched `(images, labels)`; int or one-hot labels.
+        plot_confusion: If given, a PNG path for the confusion matrix.
+        class_names: Tick labels for the plot.
+
+    Returns:
+        `{"accuracy", "loss", "num_examples", "confusion_matrix"}` (rows: true
+        class, columns: predicted class).
+    """
+    probabilities, labels = [], []
+    for images, batch_labels in data:
+        outputs = np.asarray(model(images, training=False), dtype="float64")
+        if not outputs_probabilities(model):
+            outputs = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+            outputs /= outputs.sum(axis=1, keepdims=True)
+        probabilities.append(outputs)
+        batch_labels = np.asarray(batch_labels)
+        labels.append(batch_labels.argmax(axis=1) if batch_labels.ndim == 2 else batch_labels)
+    probabilities, labels = np.concatenate(probabilities), np.concatenate(labels).astype(int)
+    predictions = probabilities.argmax(axis=1)
+    num_classes = probabilities.shape[1]
+    confusion = np.zeros((num_classes, num_classes), dtype=int)
+    np.add.at(confusion, (labels, predictions), 1)
+    result = {
+        "accuracy": float((predictions == labels).mean()),
+        "loss": float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1)).mean()),
+        "num_examples": int(len(labels)),
+        "confusion_matrix": confusion.tolist(),
+    }
+    if plot_confusion:
+        _plot_confusion(confusion, plot_confusion, class_names)
+    return result
+
+
+def _plot_confusion(confusion, path, class_names):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = len(confusion)
+    names = class_names or [str(i) for i in range(size)]
+    figure, axis = plt.subplots(figsize=(max(4, size * 0.5), max(4, size * 0.5)))
+    axis.imshow(confusion, cmap="Blues")
+    if size <= 30:
+        axis.set_xticks(range(size), names, rotation=90)
+        axis.set_yticks(range(size), names)
+        for (row, column), count in np.ndenumerate(confusion):
+            axis.text(column, row, count, ha="center", va="center", fontsize=7,
+                      color="white" if count > confusion.max() / 2 else "black")
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)
+
+
+__all__ = ["evaluate", "fit", "learning_rate_schedule", "outputs_probabilities", "plot_history"]
