@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo import distribute
-from kzoo._io import save_figure
+from kzoo._io import atomic_write, save_figure, save_json
 
 OPTIMIZERS = ("auto", "adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
@@ -226,14 +226,14 @@ def _checkpoint_callbacks(checkpoint_dir, has_validation, backup_every_steps):
         return []
     os.makedirs(checkpoint_dir, exist_ok=True)
     monitor = "val_accuracy" if has_validation else "accuracy"
+    backup = os.path.join(checkpoint_dir, "backup")
+    resuming = os.path.isdir(backup)  # A finished run deletes its backup.
     return [
-        keras.callbacks.BackupAndRestore(
-            os.path.join(checkpoint_dir, "backup"), save_freq=backup_every_steps or "epoch"
-        ),
+        keras.callbacks.BackupAndRestore(backup, save_freq=backup_every_steps or "epoch"),
         keras.callbacks.ModelCheckpoint(
             os.path.join(checkpoint_dir, "best.keras"), monitor=monitor, mode="max", save_best_only=True
         ),
-        keras.callbacks.CSVLogger(os.path.join(checkpoint_dir, "history.csv"), append=True),
+        keras.callbacks.CSVLogger(os.path.join(checkpoint_dir, "history.csv"), append=resuming),
         keras.callbacks.TensorBoard(os.path.join(checkpoint_dir, "logs")),
     ]
 
@@ -343,4 +343,30 @@ def _plot_confusion(confusion, path, class_names):
     plt.close(figure)
 
 
-__all__ = ["evaluate", "fit", "learning_rate_schedule", "outputs_probabilities", "plot_history"]
+def save_artifacts(output_dir: str, model: keras.Model, history, test: tf.data.Dataset, **facts) -> dict:
+    """Writes what a training run leaves behind, each file atomically.
+
+    `model.keras`, `curves.png`, `confusion.png` and `metrics.json` (test
+    accuracy and loss, parameters, and the given `facts`) go to `output_dir`.
+
+    Returns:
+        The metrics written to `metrics.json`.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    atomic_write(os.path.join(output_dir, "model.keras"), model.save, suffix=".keras")
+    plot_history(history, os.path.join(output_dir, "curves.png"))
+    report = evaluate(model, test, plot_confusion=os.path.join(output_dir, "confusion.png"))
+    metrics = {
+        "model": model.name,
+        "params": model.count_params(),
+        "test_accuracy": report["accuracy"],
+        "test_loss": report["loss"],
+        "test_examples": report["num_examples"],
+        "epochs_run": len(history.epoch),
+        **facts,
+    }
+    save_json(metrics, os.path.join(output_dir, "metrics.json"))
+    return metrics
+
+
+__all__ = ["evaluate", "fit", "learning_rate_schedule", "outputs_probabilities", "plot_history", "save_artifacts"]

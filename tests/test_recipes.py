@@ -1,0 +1,51 @@
+"""The recipes, run as a user runs them: offline, they fall back or refuse as promised."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARTIFACTS = {"model.keras", "history.csv", "curves.png", "confusion.png", "metrics.json"}
+
+
+def run_recipe(name, *args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "recipes", name), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+
+def test_mnist_quick_falls_back_to_digits_offline_and_writes_its_files(tmp_path):
+    out = tmp_path / "run"
+    result = run_recipe("mnist_lenet.py", "--quick", "--offline", "--data-dir", str(tmp_path / "tfds"),
+                        "--output", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "MNIST cannot be had here" in result.stdout and "embedded scikit-learn digits" in result.stdout
+    assert ARTIFACTS <= set(os.listdir(out))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "digits" and metrics["epochs_run"] == 2 and metrics["params"] == 61_706
+    assert 0.0 < metrics["test_accuracy"] <= 1.0
+
+
+def test_mnist_with_dataset_mnist_refuses_the_fallback(tmp_path):
+    result = run_recipe("mnist_lenet.py", "--dataset", "mnist", "--offline",
+                        "--data-dir", str(tmp_path), "--output", str(tmp_path / "run"))
+    assert result.returncode == 1
+    assert "Dataset 'mnist' is not prepared in" in result.stderr and '"digits"' in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_cifar10_quick_runs_offline(tmp_path):
+    out = tmp_path / "run"
+    result = run_recipe("cifar10_resnet.py", "--quick", "--offline", "--data-dir", str(tmp_path / "tfds"),
+                        "--output", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "CIFAR-10 cannot be had here" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "resnet20" and metrics["paper_test_accuracy"] == 0.9125
+    assert ARTIFACTS <= set(os.listdir(out))
+
+
+def test_cifar10_full_run_offline_stops_with_the_reason(tmp_path):
+    result = run_recipe("cifar10_resnet.py", "--offline", "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "Dataset 'cifar10' is not prepared" in result.stderr
