@@ -157,3 +157,41 @@ def test_random_resized_crop_outputs_the_requested_size():
     layer = augment.RandomResizedCrop(24, seed=0)
     out = layer(tf.random.uniform((5, 40, 50, 3)), training=True)
     assert out.shape == (5, 24, 24, 3)
+
+
+def test_random_affine_at_zero_strength_is_the_identity():
+    images = tf.random.uniform((4, 16, 20, 1))
+    out = augment.RandomAffine(rotation=0.0, translation=0.0, zoom=0.0, seed=0)(images, training=True)
+    np.testing.assert_allclose(out.numpy(), images.numpy(), atol=1e-6)
+
+
+def test_random_affine_shifts_stay_within_the_translation_bound():
+    images = np.zeros((64, 32, 32, 1), "float32")
+    images[:, 14:18, 14:18] = 1.0
+    out = augment.RandomAffine(translation=0.1, seed=1)(tf.constant(images), training=True).numpy()
+    centres = np.array([np.argwhere(image[..., 0] > 0.25).mean(axis=0) for image in out])
+    assert np.abs(centres - 15.5).max() <= 0.1 * 32 + 0.5
+    assert centres.std(axis=0).min() > 0.5  # Each image moved on its own.
+
+
+def test_color_jitter_keeps_range_and_gray_stays_gray():
+    gray = tf.repeat(tf.random.uniform((8, 10, 10, 1)), 3, axis=-1)
+    out = augment.ColorJitter(0.4, 0.4, 0.4, seed=0)(gray, training=True).numpy()
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    np.testing.assert_allclose(out[..., 0], out[..., 1], atol=1e-5)  # Saturation of gray is a no-op.
+    assert not np.allclose(out, gray.numpy())
+
+
+def test_random_resized_crop_flip_mirrors_some_crops_for_free():
+    ramp = tf.tile(tf.linspace(0.0, 1.0, 32)[None, None, :, None], (16, 32, 1, 1))
+    crops = augment.RandomResizedCrop(16, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=True, seed=0)(ramp).numpy()
+    rising = crops[:, 8, -1, 0] > crops[:, 8, 0, 0]
+    assert 0 < rising.sum() < 16  # Some crops kept the left-to-right ramp, some were mirrored.
+
+
+def test_augmentation_runs_one_batch_at_a_time_on_a_cpu_only_machine():
+    from kzoo.data.datasets import _augment_parallelism
+
+    assert _augment_parallelism(None, seed=None) == 1  # This machine has no GPU or TPU.
+    assert _augment_parallelism(True, seed=None) == tf.data.AUTOTUNE
+    assert _augment_parallelism(True, seed=0) == 1  # A seed needs one stream.
