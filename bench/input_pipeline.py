@@ -34,6 +34,7 @@ import tensorflow as tf  # noqa: E402
 
 import kzoo  # noqa: E402
 from kzoo import augment, data  # noqa: E402
+from _timing import EpochTimes  # noqa: E402  (bench/ is on sys.path)
 
 MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist")
 # preset -> (image shape stored, model, batch size, training input size)
@@ -106,19 +107,6 @@ def images_per_second(dataset, batches, first_pass=1):
         images, _ = next(iterator)
         seen += int(images.shape[0])
     return seen / (time.perf_counter() - start)
-
-
-class EpochTimes(keras.callbacks.Callback):
-    """Wall time of each epoch."""
-
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
 
 
 def training_overhead(preset, pipeline, steps, epochs=4):

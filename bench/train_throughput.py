@@ -24,22 +24,10 @@ import tensorflow as tf  # noqa: E402
 
 import kzoo  # noqa: E402
 from kzoo import training  # noqa: E402
+from _timing import EpochTimes  # noqa: E402  (bench/ is on sys.path)
 
 # model -> (input shape, batch size); resnet50 at 64x64 to fit a CPU budget.
 SETUPS = {"lenet5": ((28, 28, 1), 128), "resnet20": ((32, 32, 3), 128), "resnet50": ((64, 64, 3), 16)}
-
-
-class EpochTimes(keras.callbacks.Callback):
-    """Wall time of each epoch."""
-
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
 
 
 def batches(shape, batch, steps):
