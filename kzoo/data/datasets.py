@@ -270,7 +270,9 @@ def from_directory(
         validation_split=validation_split, subset=subset, verbose=False,
     )
     class_names = files.class_names
-    files = files.map(lambda x, y: (x / 255.0, tf.cast(y, tf.int32)), num_parallel_calls=AUTOTUNE)
+    # Keras returns resized float pixels in 0-255: back to uint8, so the shared
+    # pipeline caches them compactly and converts per batch as for any source.
+    files = files.map(lambda x, y: (tf.saturate_cast(tf.round(x), tf.uint8), y), num_parallel_calls=AUTOTUNE)
     dataset = pipeline(
         files, batch_size=batch_size, image_size=None, augment=augment, shuffle=shuffle,
         cache=cache, seed=seed, num_classes=len(class_names),
