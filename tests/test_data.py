@@ -182,6 +182,21 @@ def test_color_jitter_keeps_range_and_gray_stays_gray():
     assert not np.allclose(out, gray.numpy())
 
 
+def test_color_jitter_blend_equals_brightness_contrast_saturation_one_by_one():
+    import keras
+
+    images = tf.random.uniform((6, 9, 9, 3), 0.4, 0.6, seed=1)  # Mid-range: no step clips.
+    out = augment.ColorJitter(0.1, 0.1, 0.1, seed=3)(images, training=True).numpy()
+    draws = keras.random.SeedGenerator(3)  # The layer's draws, in its order.
+    b, c, s = (keras.random.uniform((6, 1, 1, 1), 0.9, 1.1, seed=draws) for _ in range(3))
+    step = images * b
+    mean = tf.reduce_mean(tf.image.rgb_to_grayscale(step), axis=[1, 2, 3], keepdims=True)
+    step = mean + c * (step - mean)
+    gray = tf.image.rgb_to_grayscale(step)
+    step = gray + s * (step - gray)
+    np.testing.assert_allclose(out, step.numpy(), atol=1e-5)
+
+
 def test_random_resized_crop_flip_mirrors_some_crops_for_free():
     ramp = tf.tile(tf.linspace(0.0, 1.0, 32)[None, None, :, None], (16, 32, 1, 1))
     crops = augment.RandomResizedCrop(16, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=True, seed=0)(ramp).numpy()
