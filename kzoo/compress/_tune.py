@@ -1,0 +1,37 @@
+"""Fine-tuning of tf_keras twins (TFMOT's wrappers train only under tf_keras' own fit)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def steps_in(train) -> int:
+    """Batches per epoch of a finite dataset."""
+    steps = int(train.cardinality())
+    if steps < 0:
+        raise ValueError(
+            "The training dataset has no known length (it repeats, or was filtered); take a finite "
+            "number of batches, e.g. train.take(500)."
+        )
+    if steps == 0:
+        raise ValueError("The training dataset is empty: give it at least one batch.")
+    return steps
+
+
+def fine_tune(model, train, *, from_logits, epochs, learning_rate, validation=None, callbacks=(), verbose=0):
+    """Compiles a tf_keras model (cross-entropy on logits or probabilities), trains it, returns the History."""
+    import tf_keras
+
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs={epochs!r} must be a non-negative integer.")
+    sparse = len(train.element_spec[1].shape) == 1
+    loss = (tf_keras.losses.SparseCategoricalCrossentropy if sparse else tf_keras.losses.CategoricalCrossentropy)
+    model.compile(
+        optimizer=tf_keras.optimizers.Adam(learning_rate),
+        loss=loss(from_logits=from_logits),
+        metrics=["accuracy"],
+    )
+    if epochs == 0:
+        return None
+    return model.fit(train, validation_data=validation, epochs=epochs, callbacks=list(callbacks), verbose=verbose)
+
