@@ -49,3 +49,19 @@ def test_cifar10_full_run_offline_stops_with_the_reason(tmp_path):
     result = run_recipe("cifar10_resnet.py", "--offline", "--data-dir", str(tmp_path))
     assert result.returncode == 1
     assert "Dataset 'cifar10' is not prepared" in result.stderr
+
+
+def test_compress_and_export_quick_runs_offline_and_prints_its_table(tmp_path):
+    out = tmp_path / "run"
+    result = run_recipe("compress_and_export.py", "--quick", "--offline", "--data-dir", str(tmp_path / "tfds"),
+                        "--output", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "embedded scikit-learn digits" in result.stdout and "agreement_with_dense_float" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    rows = {(row["mode"], row["model"]): row for row in report["rows"]}
+    assert set(rows) == {("float32", "dense"), ("int8", "dense"), ("float32", "pruned"), ("float16", "pruned"),
+                         ("int8", "pruned+PQAT"), ("edgetpu", "pruned+PQAT")}
+    assert abs(rows[("int8", "pruned+PQAT")]["sparsity"] - 0.8) <= 0.01
+    assert rows[("edgetpu", "pruned+PQAT")]["size_vs_float32"] < 0.32
+    for row in report["rows"]:
+        assert (out / row["file"]).exists() and (out / row["file"].replace(".tflite", ".md")).exists()

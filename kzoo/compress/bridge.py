@@ -86,7 +86,8 @@ class _Rebuild:
         inputs = [self.target.Input(shape=tuple(t.shape[1:]), dtype=_dtype_name(t.dtype), name=_input_name(t))
                   for t in model.inputs]
         outputs = self.trace(model, inputs)
-        twin = self.target.Model(inputs, outputs[0] if len(outputs) == 1 else outputs, name=model.name)
+        single = len(inputs) == 1 and len(outputs) == 1
+        twin = self.target.Model(inputs[0] if single else inputs, outputs[0] if single else outputs, name=model.name)
         for layer, twin_layer in self.twins.values():
             self.copy_weights(layer, twin_layer)
         return twin
