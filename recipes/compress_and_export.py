@@ -98,6 +98,7 @@ def compress_and_export(model, train, test, output, *, epochs, prune_epochs, qat
     plan = [("float32", "dense", model), ("int8", "dense", model), ("float32", "pruned", pruned), ("float16", "pruned", pruned),
             ("int8", "pruned+PQAT", pqat), ("edgetpu", "pruned+PQAT", pqat)]
     rows, float32_size = [], None
+    weights = {"dense": compress.sparsity_report(model), "pruned": compress.sparsity_report(pruned)}
     for mode, stage, source in plan:
         path = os.path.join(output, f"{model.name}_{stage.replace('+', '_').lower()}_{mode}.tflite")
         exported = export.to_tflite(source, path, mode=mode, representative_data=calibration,
@@ -108,7 +109,8 @@ def compress_and_export(model, train, test, output, *, epochs, prune_epochs, qat
             "mode": mode, "model": stage, "size_kb": round(exported["size_bytes"] / 1024, 1),
             "size_vs_float32": round(exported["size_bytes"] / float32_size, 3),
             "gzip_kb": round(exported["gzip_bytes"] / 1024, 1),
-            "sparsity": compress.sparsity_report(model if stage == "dense" else pruned)["sparsity"],
+            "sparsity": weights[stage.split("+")[0]]["sparsity"],
+            "weights_gzip_kb": round(weights[stage.split("+")[0]]["gzip_bytes"] / 1024, 1),
             "accuracy": exported["accuracy"], "agreement_with_dense_float": against_dense["agreement"],
             "agreement_with_source": exported["agreement"], "max_abs_diff_vs_source": exported["max_abs_diff"],
             "latency_ms": exported["latency_ms_median"], "file": os.path.basename(path),
