@@ -1,5 +1,7 @@
 """kzoo.compress: the Keras 3 <-> tf_keras bridge, pruning, QAT/PQAT, clustering, distillation."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -82,9 +84,11 @@ def test_bridge_names_a_layer_it_cannot_translate():
         compress.to_tf_keras(model)
 
 
-def test_prune_reaches_the_target_sparsity_and_returns_a_keras3_model(trained_lenet, digits):
+def test_prune_reaches_the_target_sparsity_and_returns_a_keras3_model(trained_lenet, digits, monkeypatch):
+    monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
     pruned = compress.prune(trained_lenet, digits[0], target_sparsity=0.8, epochs=2, exclude=["predictions"])
     assert isinstance(pruned, keras.Model)
+    assert "TF_USE_LEGACY_KERAS" not in os.environ  # TFMOT sets it on import; subprocesses would get tf_keras.
     report = compress.sparsity_report(pruned)
     for name in ("conv1", "conv2", "fc1", "fc2"):
         assert abs(report["layers"][name] - 0.8) <= 0.01

@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+import os
+
 import tensorflow as tf
+
+
+def import_tfmot():
+    """TFMOT, imported without leaving `TF_USE_LEGACY_KERAS=1` in the environment.
+
+    TFMOT's compat module sets that variable when it is imported; left there,
+    every subprocess the user starts afterwards (workers, recipes) would get
+    tf_keras for `tf.keras`. TFMOT keeps the tf_keras it resolved.
+    """
+    before = os.environ.get("TF_USE_LEGACY_KERAS")
+    import tensorflow_model_optimization as tfmot
+
+    if before is None:
+        os.environ.pop("TF_USE_LEGACY_KERAS", None)
+    else:
+        os.environ["TF_USE_LEGACY_KERAS"] = before
+    return tfmot
 
 
 def steps_in(train) -> int:

@@ -45,7 +45,7 @@ def prune(model, train, *, target_sparsity=0.8, epochs=2, schedule="polynomial",
     Raises:
         ValueError: For a bad argument, or an `exclude` name the model lacks.
     """
-    import tensorflow_model_optimization as tfmot
+    tfmot = _tune.import_tfmot()
 
     if not 0.0 <= target_sparsity < 1.0:
         raise ValueError(f"target_sparsity={target_sparsity!r} must be in [0, 1), e.g. 0.8 for 80% zeros.")
@@ -95,6 +95,7 @@ def _schedule(tfmot, schedule, target, steps):
 
 
 def _prunable(layer, prunable) -> bool:
+    _tune.import_tfmot()
     from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
 
     return isinstance(layer, prunable) or (

@@ -39,7 +39,7 @@ def quantize_aware(model, train, *, epochs=1, preserve_sparsity=False, preserve_
     Returns:
         The quantization-aware tf_keras model.
     """
-    import tensorflow_model_optimization as tfmot
+    tfmot = _tune.import_tfmot()
     import tf_keras
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_registry,
@@ -69,7 +69,7 @@ def quantize_aware(model, train, *, epochs=1, preserve_sparsity=False, preserve_
 
 
 def _scheme(preserve_sparsity, preserve_clusters):
-    import tensorflow_model_optimization as tfmot
+    tfmot = _tune.import_tfmot()
 
     combine = tfmot.experimental.combine
     if preserve_clusters:
@@ -81,6 +81,7 @@ def _scheme(preserve_sparsity, preserve_clusters):
 
 def float_layers(qat_model) -> list[str]:
     """Names of the layers of a QAT model that compute in float (not wrapped for quantization)."""
+    _tune.import_tfmot()
     from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer, quantize_wrapper
 
     quantizing = (quantize_wrapper.QuantizeWrapper, quantize_layer.QuantizeLayer)
@@ -101,7 +102,7 @@ def cluster(model, train, *, clusters=16, epochs=1, exclude=(), validation=None,
     Returns:
         A Keras 3 model whose kernels hold at most `clusters` values each.
     """
-    import tensorflow_model_optimization as tfmot
+    tfmot = _tune.import_tfmot()
     import tf_keras
 
     if isinstance(clusters, bool) or not isinstance(clusters, int) or not 2 <= clusters <= 256:
