@@ -28,6 +28,27 @@ def _fresh_keras_state():
     keras.backend.clear_session()
 
 
+@pytest.fixture(scope="session")
+def digits():
+    """The embedded digits as (train, test) pipelines: real data, offline."""
+    from kzoo import data
+
+    return (data.load("digits", "train", batch_size=64, seed=0),
+            data.load("digits", "test", batch_size=120, shuffle=False))
+
+
+@pytest.fixture(scope="session")
+def trained_lenet(digits):
+    """LeNet-5 trained for 6 epochs on the digits, shared by the compression and export tests."""
+    import kzoo
+    from kzoo import training
+
+    keras.utils.set_random_seed(0)
+    model = kzoo.lenet5()
+    training.fit(model, digits[0], epochs=6, verbose=0)
+    return model
+
+
 def images(shape, batch=2, seed=0):
     """A deterministic batch of float32 images in [0, 1]."""
     return np.random.RandomState(seed).uniform(0, 1, (batch, *shape)).astype("float32")

@@ -8,7 +8,7 @@ import pytest
 import tf_keras
 
 import kzoo
-from kzoo import compress, data, export, training
+from kzoo import compress, data, export
 from tests.conftest import images
 
 
@@ -16,20 +16,6 @@ def small_input(name):
     """The smallest usual input of each family, so the registry-wide test stays fast."""
     family = kzoo.models._registry.model_entry(name).family.name
     return {"lenet": (28, 28, 1), "alexnet": (63, 63, 3)}.get(family, (32, 32, 3))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return (data.load("digits", "train", batch_size=64, seed=0),
-            data.load("digits", "test", batch_size=120, shuffle=False))
-
-
-@pytest.fixture(scope="module")
-def trained_lenet(digits):
-    keras.utils.set_random_seed(0)
-    model = kzoo.lenet5()
-    training.fit(model, digits[0], epochs=6, verbose=0)
-    return model
 
 
 def accuracy(model, dataset):

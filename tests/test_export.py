@@ -3,27 +3,12 @@
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import kzoo
-from kzoo import cli, data, export, training
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return (data.load("digits", "train", batch_size=64, seed=0),
-            data.load("digits", "test", batch_size=120, shuffle=False))
-
-
-@pytest.fixture(scope="module")
-def trained_lenet(digits):
-    keras.utils.set_random_seed(0)
-    model = kzoo.lenet5()
-    training.fit(model, digits[0], epochs=6, verbose=0)
-    return model
+from kzoo import cli, export
 
 
 @pytest.fixture(scope="module")
