@@ -17,7 +17,6 @@ import argparse
 import gzip
 import json
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,6 +27,7 @@ import tensorflow as tf  # noqa: E402
 import kzoo  # noqa: E402
 from kzoo import compress, data, export, training  # noqa: E402
 from kzoo._io import save_json  # noqa: E402
+from _mnist import load_mnist_or_digits  # noqa: E402  (recipes/ is on sys.path)
 
 MNIST_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -65,19 +65,9 @@ def load_data(args, input_shape):
         train = data.from_arrays(images[:8000], labels[:8000], batch_size=64, augment="mnist", **common)
         test = data.from_arrays(images[-2000:], labels[-2000:], batch_size=500, shuffle=False, **common)
         return "mnist test split (8,000 / 2,000)", fit_channels(train), fit_channels(test)
-    name = "digits" if args.dataset == "digits" else "mnist"
-    common = dict(image_size=size, data_dir=args.data_dir, download=not args.offline)
-    try:
-        train = data.load(name, "train", batch_size=64, augment="mnist", seed=args.seed, **common)
-        test = data.load(name, "test", batch_size=500, shuffle=False, **common)
-        return name, fit_channels(train), fit_channels(test)
-    except data.DatasetUnavailableError as error:
-        if args.dataset == "mnist":
-            sys.exit(f"compress_and_export: {error}")
-        print("compress_and_export: MNIST cannot be had here (offline and not in the TFDS folder); "
-              "using the embedded scikit-learn digits instead.", flush=True)
-        args.dataset = "digits"
-        return load_data(args, input_shape)
+    dataset, train, test = load_mnist_or_digits(args, "compress_and_export", train_batch=64, test_batch=500,
+                                                image_size=size)
+    return dataset, fit_channels(train), fit_channels(test)
 
 
 def dense_model(args):

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import kzoo  # noqa: E402
-from kzoo import data, training  # noqa: E402
+from kzoo import training  # noqa: E402
+from _mnist import load_mnist_or_digits  # noqa: E402  (recipes/ is on sys.path)
 
 
 def parse_args(argv=None):
@@ -34,27 +34,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_data(args):
-    """Returns (dataset name, train, test), falling back to the digits when allowed."""
-    name = "digits" if args.dataset == "digits" else "mnist"
-    try:
-        common = dict(data_dir=args.data_dir, download=not args.offline)
-        train = data.load(name, "train", batch_size=args.batch_size, augment="mnist", seed=args.seed, **common)
-        test = data.load(name, "test", batch_size=1000, shuffle=False, **common)
-        return name, train, test
-    except data.DatasetUnavailableError as error:
-        if args.dataset == "mnist":
-            sys.exit(f"mnist_lenet: {error}")
-        print("mnist_lenet: MNIST cannot be had here (offline and not in the TFDS folder); "
-              "training on the embedded scikit-learn digits instead.", flush=True)
-        args.dataset = "digits"
-        return load_data(args)
-
-
 def main(argv=None):
     args = parse_args(argv)
     epochs = 2 if args.quick else args.epochs
-    dataset, train, test = load_data(args)
+    dataset, train, test = load_mnist_or_digits(args, "mnist_lenet", train_batch=args.batch_size,
+                                                test_batch=1000)
     model = kzoo.lenet5()
     start = time.perf_counter()
     history = training.fit(model, train, test, epochs=epochs, checkpoint_dir=args.output, seed=args.seed)
