@@ -98,7 +98,9 @@ def to_tflite(model, path: str, *, mode: str = "float32", representative_data=No
     def write_and_check(temporary):
         with open(temporary, "wb") as f:
             f.write(flatbuffer)
-        report.update(_io_types(temporary))
+        written = TFLiteModel(temporary, num_threads=1)
+        report.update(input_dtype=np.dtype(written.input["dtype"]).name,
+                      output_dtype=np.dtype(written.output["dtype"]).name)
         if verify_data is not None:
             report.update(verify(temporary, verify_data, reference=model, num_threads=num_threads))
             if min_agreement is not None and report["agreement"] < min_agreement:
@@ -187,7 +189,8 @@ def _quietly(convert):
         try:
             os.dup2(captured.fileno(), 1)
             os.dup2(captured.fileno(), 2)
-            with contextlib.redirect_stdout(open(os.devnull, "w")):
+            # Python-level prints too, where sys.stdout is not file descriptor 1 (notebooks).
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
                 return convert()
         except Exception as error:
             captured.seek(0)
@@ -225,12 +228,6 @@ def _interpreter(path, num_threads=None):
     interpreter = Interpreter(model_path=path, num_threads=num_threads or os.cpu_count())
     interpreter.allocate_tensors()
     return interpreter
-
-
-def _io_types(path) -> dict:
-    interpreter = _interpreter(path, 1)
-    return {"input_dtype": np.dtype(interpreter.get_input_details()[0]["dtype"]).name,
-            "output_dtype": np.dtype(interpreter.get_output_details()[0]["dtype"]).name}
 
 
 class TFLiteModel:
@@ -310,14 +307,14 @@ def verify(path: str, data, *, reference=None, num_threads: int | None = None, m
     report = {"samples": len(outputs), "latency_ms_median": round(statistics.median(latencies), 4),
               "latency_ms_p90": round(float(np.percentile(latencies, 90)), 4),
               "num_threads": num_threads or os.cpu_count()}
-    if labels:
-        labels = np.concatenate(labels)
+    labels = np.concatenate(labels) if labels else None
+    if labels is not None:
         report["accuracy"] = round(float(np.mean(predicted == labels)), 4)
     if reference is not None:
         expected = np.concatenate(expected)
         report["agreement"] = round(float(np.mean(predicted == expected.argmax(-1))), 4)
         report["max_abs_diff"] = float(np.abs(outputs - expected).max())
-        if labels is not None and len(labels):
+        if labels is not None:
             report["keras_accuracy"] = round(float(np.mean(expected.argmax(-1) == labels)), 4)
     return report
 

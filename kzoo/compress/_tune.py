@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-import tensorflow as tf
-
 
 def import_tfmot():
     """TFMOT, imported without leaving `TF_USE_LEGACY_KERAS=1` in the environment.

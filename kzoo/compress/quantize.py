@@ -46,7 +46,7 @@ def quantize_aware(model, train, *, epochs=1, preserve_sparsity=False, preserve_
     )
 
     twin = model if isinstance(model, tf_keras.Model) else to_tf_keras(model)
-    from_logits = not (_twin_outputs_probabilities(twin))
+    from_logits = not outputs_probabilities(twin)
     registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
 
     def quantizable(layer):
@@ -124,8 +124,3 @@ def cluster(model, train, *, clusters=16, epochs=1, exclude=(), validation=None,
 
 def _has_compute(layer) -> bool:
     return type(layer).__name__ not in ("InputLayer", "Dropout")
-
-
-def _twin_outputs_probabilities(twin) -> bool:
-    activation = getattr(twin.layers[-1], "activation", None)
-    return getattr(activation, "__name__", "") == "softmax"
