@@ -1,0 +1,432 @@
+"""Transfer learning: a pretrained backbone with a new head, three fine-tuning modes, embeddings.
+
+`build` makes one flat functional model (preprocessing, backbone, pooling,
+head) that TFMOT, the bridge and the TFLite converter take as it is; layer
+names carry the roles (`preprocess`, `head_*`), so a saved model keeps them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+
+from kzoo import training
+from kzoo import weights as weights_lib
+from kzoo.models import _registry
+
+MODES = ("head", "top", "full")
+POOLINGS = ("avg", "max", "flatten")
+PREPROCESS = "preprocess"
+HEAD_PREFIX = "head_"
+
+# keras.applications' preprocess_input modes, rewritten for images in [0, 1]:
+# output channel c = scale[c] * input[..., order[c]] + offset[c].
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225])
+PREPROCESSING = {
+    "caffe": ((2, 1, 0), np.full(3, 255.0), -np.array([103.939, 116.779, 123.68])),  # RGB -> BGR, 0-255, minus mean.
+    "tf": ((0, 1, 2), np.full(3, 2.0), np.full(3, -1.0)),  # [-1, 1].
+    "torch": ((0, 1, 2), 1 / _IMAGENET_STD, -_IMAGENET_MEAN / _IMAGENET_STD),  # Normalised per channel.
+}
+
+
+def build(
+    backbone,
+    num_classes: int,
+    *,
+    weights="imagenet",
+    input_shape=None,
+    mode: str = "head",
+    trainable_from: str | None = None,
+    freeze_batchnorm: bool = True,
+    pooling: str = "avg",
+    head_dropout: float = 0.2,
+    head_units=(),
+    classifier_activation="softmax",
+    preprocessing="auto",
+    name: str | None = None,
+) -> keras.Model:
+    """A pretrained backbone with a new classification head, as one flat functional model.
+
+    The model takes RGB (or, for LeNet, grey) images in [0, 1], as
+    `kzoo.data` gives them, and applies the preprocessing the weights were
+    trained with as its first layer.
+
+    Args:
+        backbone: A registry name (`kzoo.list_models()`) or a kzoo builder such
+            as `kzoo.resnet50`; it is built with `include_top=False`.
+        num_classes: Classes of the new head.
+        weights: A weights tag ("imagenet"), the path to a file saved from the
+            backbone (with or without its classifier: `.keras`, `.weights.h5`,
+            or keras.applications' legacy `_notop.h5`), or None.
+        input_shape: (height, width, channels); default the model's.
+        mode: What trains: "head" (only the new head), "top" (the head and the
+            backbone from `trainable_from` on) or "full" (everything).
+        trainable_from: With mode="top": a stage (layer-name prefix such as
+            "conv5" or "block5") or a layer name. Default: the last stage that
+            holds a convolution (conv5 for ResNets, block5 for VGG, conv2 for LeNet).
+        freeze_batchnorm: Keep every BatchNormalization layer of the backbone
+            frozen, and so in inference mode with its ImageNet statistics, in
+            every mode (the Keras transfer-learning guide's advice). With
+            False, BN layers in the trained part train and update their statistics.
+        pooling: "avg", "max" (global pooling) or "flatten" (keeps the layout
+            of small feature maps, e.g. LeNet's 5x5x16).
+        head_dropout: Dropout rate before the classifier; 0 for none.
+        head_units: Sizes of hidden ReLU layers in the head, e.g. (256,).
+        classifier_activation: "softmax", or None for logits.
+        preprocessing: "auto" (from the weights record: "caffe" for VGG and
+            ResNet v1, "tf" for ResNet v2; none when the weights are not
+            keras.applications' files), "caffe", "tf", "torch" or None.
+        name: Model name; default "<backbone>_transfer".
+
+    Returns:
+        The `keras.Model`, with `mode` applied (see `set_mode`).
+
+    Raises:
+        ValueError: For a backbone that is not a registry model, `num_classes
+            < 1`, an unknown mode, stage, pooling or preprocessing, and the
+            weight errors of the builders (unknown tag, file that does not fit).
+        RuntimeError: If tagged weights are neither cached nor downloadable;
+            the message says where to put the file.
+    """
+    backbone_name = _backbone_name(backbone)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes={num_classes!r} must be a positive integer: the classes of your data.")
+    _check_mode(mode, trainable_from)
+    if not 0.0 <= head_dropout < 1.0:
+        raise ValueError(f"head_dropout={head_dropout} must be in [0, 1); 0 turns dropout off.")
+    head_units = tuple(head_units)
+    if not all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in head_units):
+        raise ValueError(f"head_units={head_units} must be positive integers, e.g. (256,), or () for none.")
+    extractor = feature_extractor(
+        backbone_name, weights=weights, input_shape=input_shape, pooling=pooling, preprocessing=preprocessing
+    )
+    x = extractor.output
+    for index, units in enumerate(head_units, start=1):
+        x = keras.layers.Dense(units, activation="relu", name=f"{HEAD_PREFIX}fc{index}")(x)
+    if head_dropout:
+        x = keras.layers.Dropout(head_dropout, name=f"{HEAD_PREFIX}dropout")(x)
+    outputs = keras.layers.Dense(
+        num_classes, activation=classifier_activation, name=f"{HEAD_PREFIX}predictions"
+    )(x)
+    model = keras.Model(extractor.input, outputs, name=name or f"{backbone_name}_transfer")
+    return set_mode(model, mode, trainable_from=trainable_from, freeze_batchnorm=freeze_batchnorm)
+
+
+def feature_extractor(backbone, *, weights="imagenet", input_shape=None, pooling: str = "avg",
+                      preprocessing="auto") -> keras.Model:
+    """Preprocessing, the backbone and global pooling: images in [0, 1] to embeddings.
+
+    Args: as in `build`.
+
+    Returns:
+        A flat functional model whose last layer, `head_pool`, gives one
+        vector per image.
+    """
+    backbone_name = _backbone_name(backbone)
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r} is not one of {POOLINGS}.")
+    entry = _registry.model_entry(backbone_name)
+    input_shape = tuple(input_shape) if input_shape is not None else entry.default_input
+    mode = _preprocessing_mode(backbone_name, weights, preprocessing, input_shape)
+    # Built once with its weights (the builder checks the file and names the
+    # first layer that does not fit), then again on the preprocessed input, so
+    # the backbone's layers sit in the same graph as the preprocessing and the
+    # head: a nested model would stop TFMOT and the converter.
+    pretrained = _registry.get_model(backbone_name, include_top=False, weights=weights, input_shape=input_shape)
+    image = keras.Input(shape=input_shape, name="image")
+    x = image if mode is None else _preprocessing_layer(mode)(image)
+    trunk = _registry.get_model(backbone_name, include_top=False, input_tensor=x, input_shape=input_shape)
+    for layer in pretrained.layers:
+        if layer.weights:
+            trunk.get_layer(layer.name).set_weights(layer.get_weights())
+    pool = {
+        "avg": keras.layers.GlobalAveragePooling2D,
+        "max": keras.layers.GlobalMaxPooling2D,
+        "flatten": keras.layers.Flatten,
+    }[pooling](name=f"{HEAD_PREFIX}pool")
+    return keras.Model(image, pool(trunk.output), name=f"{backbone_name}_features")
+
+
+def set_mode(model: keras.Model, mode: str, *, trainable_from: str | None = None,
+             freeze_batchnorm: bool = True) -> keras.Model:
+    """Freezes and unfreezes the layers of a model made by `build`; returns it.
+
+    Call again between training phases (and re-compile; `kzoo.training.fit` does).
+    The preprocessing layer never trains.
+
+    Args:
+        model: A model from `build` (or loaded from its `.keras` file).
+        mode: "head", "top" or "full"; see `build`.
+        trainable_from: With mode="top": stage or layer name; see `build`.
+        freeze_batchnorm: See `build`.
+
+    Raises:
+        ValueError: For an unknown mode or stage, or a model not made by `build`.
+    """
+    _check_mode(mode, trainable_from)
+    backbone, head = backbone_layers(model), [layer for layer in model.layers if layer.name.startswith(HEAD_PREFIX)]
+    if not head:
+        raise ValueError(
+            f"Model {model.name!r} has no '{HEAD_PREFIX}*' layers: set_mode takes models made by "
+            "kzoo.transfer.build. For other models set `layer.trainable` yourself."
+        )
+    first_trained = {"head": len(backbone), "full": 0}.get(mode)
+    if mode == "top":
+        first_trained = _stage_start(backbone, trainable_from or default_stage(model))
+    for index, layer in enumerate(backbone):
+        is_batchnorm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = index >= first_trained and not (freeze_batchnorm and is_batchnorm)
+    for layer in head:
+        layer.trainable = True
+    if PREPROCESS in {layer.name for layer in model.layers}:
+        model.get_layer(PREPROCESS).trainable = False
+    return model
+
+
+def backbone_layers(model: keras.Model) -> list:
+    """The backbone's layers of a `build` model, in order (no input, preprocessing or head)."""
+    return [
+        layer for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+        and layer.name != PREPROCESS and not layer.name.startswith(HEAD_PREFIX)
+    ]
+
+
+def stages(model: keras.Model) -> list[str]:
+    """The backbone's stage names, in order: the layer-name prefixes before the first "_"."""
+    return list(dict.fromkeys(layer.name.split("_")[0] for layer in backbone_layers(model)))
+
+
+def default_stage(model: keras.Model) -> str:
+    """The last backbone stage that holds a convolution: what mode="top" trains by default."""
+    convolutional = {
+        layer.name.split("_")[0] for layer in backbone_layers(model) if isinstance(layer, keras.layers.Conv2D)
+    }
+    return [stage for stage in stages(model) if stage in convolutional][-1]
+
+
+def fine_tune(
+    model: keras.Model,
+    train,
+    val=None,
+    *,
+    head_epochs: int = 5,
+    fine_tune_epochs: int = 5,
+    learning_rate: float = 1e-3,
+    fine_tune_learning_rate: float | None = None,
+    unfreeze: str = "top",
+    trainable_from: str | None = None,
+    freeze_batchnorm: bool = True,
+    checkpoint_dir: str | None = None,
+    **fit_kwargs,
+):
+    """The two-phase schedule: train the new head, then unfreeze and continue more gently.
+
+    Phase 1 trains only the head (a random head's large gradients would
+    otherwise wreck the pretrained features); phase 2 unfreezes the top
+    stage(s) or everything and trains at a lower learning rate. Both run
+    through `kzoo.training.fit`.
+
+    Args:
+        model: A model from `build`.
+        train, val: Batched `(images, labels)` datasets.
+        head_epochs: Epochs of phase 1 (0 skips it).
+        fine_tune_epochs: Epochs of phase 2 (0 skips it).
+        learning_rate: Peak learning rate of phase 1.
+        fine_tune_learning_rate: Of phase 2; default `learning_rate / 10`.
+        unfreeze: "top" or "full": what trains in phase 2.
+        trainable_from, freeze_batchnorm: As in `build`, for phase 2.
+        checkpoint_dir: Each phase keeps its checkpoints, backup and logs in
+            its own sub-folder (`head/`, `fine_tune/`) of this one.
+        **fit_kwargs: More `kzoo.training.fit` arguments (optimizer, seed, ...).
+
+    Returns:
+        `(head_history, fine_tune_history)`; a skipped phase gives None.
+
+    Raises:
+        ValueError: For bad epochs or an `unfreeze` other than "top"/"full".
+    """
+    if unfreeze not in ("top", "full"):
+        raise ValueError(f"unfreeze={unfreeze!r} must be 'top' or 'full' (phase 1 already trains the head).")
+    for argument, value in (("head_epochs", head_epochs), ("fine_tune_epochs", fine_tune_epochs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{argument}={value!r} must be an integer >= 0 (0 skips the phase).")
+    if head_epochs == fine_tune_epochs == 0:
+        raise ValueError("head_epochs and fine_tune_epochs are both 0: nothing to train.")
+
+    def phase(folder, epochs, rate):
+        if not epochs:
+            return None
+        directory = os.path.join(checkpoint_dir, folder) if checkpoint_dir else None
+        return training.fit(model, train, val, epochs=epochs, learning_rate=rate,
+                            checkpoint_dir=directory, **fit_kwargs)
+
+    set_mode(model, "head", freeze_batchnorm=freeze_batchnorm)
+    head_history = phase("head", head_epochs, learning_rate)
+    set_mode(model, unfreeze, trainable_from=trainable_from, freeze_batchnorm=freeze_batchnorm)
+    fine_history = phase("fine_tune", fine_tune_epochs, fine_tune_learning_rate or learning_rate / 10)
+    return head_history, fine_history
+
+
+def features(backbone, data, *, weights="imagenet", input_shape=None, pooling: str = "avg",
+             preprocessing="auto"):
+    """Pooled embeddings of images, for linear probes and nearest-neighbour search.
+
+    Args:
+        backbone: A registry name (built with `feature_extractor` and the
+            other arguments), a model from `build` (its `head_pool` output),
+            or any Keras model (its output).
+        data: A batched dataset of images or of `(images, labels)`, or an
+            array of images in [0, 1].
+        weights, input_shape, pooling, preprocessing: For a registry name, as in `build`.
+
+    Returns:
+        The embeddings, shape (images, dimensions), float32; for a labelled
+        dataset, the tuple `(embeddings, labels)` with integer labels, read in
+        the same pass (so a shuffling dataset stays aligned).
+    """
+    extractor = _extractor_for(backbone, weights, input_shape, pooling, preprocessing)
+    if isinstance(data, np.ndarray):
+        return np.asarray(extractor.predict(data, verbose=0), dtype="float32")
+    embeddings, labels = [], []
+    for batch in data:
+        images, batch_labels = batch if isinstance(batch, tuple) else (batch, None)
+        embeddings.append(np.asarray(extractor.predict_on_batch(images), dtype="float32"))
+        if batch_labels is not None:
+            batch_labels = np.asarray(batch_labels)
+            labels.append(batch_labels.argmax(axis=1) if batch_labels.ndim == 2 else batch_labels)
+    embeddings = np.concatenate(embeddings)
+    return (embeddings, np.concatenate(labels).astype("int64")) if labels else embeddings
+
+
+def linear_probe(backbone, train, test, *, weights="imagenet", input_shape=None, pooling: str = "avg",
+                 preprocessing="auto", regularization: float = 1.0) -> dict:
+    """Fits a logistic regression on frozen embeddings: the standard measure of a backbone's features.
+
+    Args:
+        backbone, weights, input_shape, pooling, preprocessing: As in `features`.
+        train, test: Labelled batched datasets.
+        regularization: Inverse L2 strength (scikit-learn's `C`).
+
+    Returns:
+        `{"accuracy", "train_accuracy", "num_train", "num_test", "dimensions",
+        "classifier"}`; the classifier is a fitted scikit-learn pipeline
+        (standardisation, logistic regression) on the embeddings.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    extractor = _extractor_for(backbone, weights, input_shape, pooling, preprocessing)
+    train_x, train_y = features(extractor, train)
+    test_x, test_y = features(extractor, test)
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=regularization, max_iter=2000))
+    classifier.fit(train_x, train_y)
+    return {
+        "accuracy": float(classifier.score(test_x, test_y)),
+        "train_accuracy": float(classifier.score(train_x, train_y)),
+        "num_train": len(train_y),
+        "num_test": len(test_y),
+        "dimensions": int(train_x.shape[1]),
+        "classifier": classifier,
+    }
+
+
+def _extractor_for(backbone, weights, input_shape, pooling, preprocessing) -> keras.Model:
+    if not isinstance(backbone, keras.Model):
+        return feature_extractor(backbone, weights=weights, input_shape=input_shape, pooling=pooling,
+                                 preprocessing=preprocessing)
+    names = {layer.name for layer in backbone.layers}
+    if f"{HEAD_PREFIX}pool" in names and f"{HEAD_PREFIX}predictions" in names:
+        return keras.Model(backbone.input, backbone.get_layer(f"{HEAD_PREFIX}pool").output)
+    return backbone
+
+
+def _backbone_name(backbone) -> str:
+    """The registry name of `backbone` (a name or a registered builder)."""
+    name = backbone if isinstance(backbone, str) else getattr(backbone, "__name__", None)
+    if isinstance(name, str) and name in _registry.list_models():
+        return name
+    if isinstance(backbone, str):
+        return _registry.model_entry(backbone).name  # Raises, with the closest names.
+    raise ValueError(
+        f"backbone={backbone!r} is not a kzoo model: transfer.build needs a registry name or builder "
+        "whose backbone can be built with include_top=False (kzoo.list_models() lists them). To put a "
+        "head on a keras.Model of your own, add the layers to it directly."
+    )
+
+
+def _check_mode(mode, trainable_from):
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not one of {MODES}: 'head' trains the new head only, "
+                         "'top' also the last stage(s), 'full' everything.")
+    if trainable_from is not None and mode != "top":
+        raise ValueError(f"trainable_from={trainable_from!r} only applies with mode='top' (got mode={mode!r}).")
+
+
+def _stage_start(backbone: list, stage: str) -> int:
+    """Index of the first backbone layer of `stage` (a prefix or a layer name)."""
+    for index, layer in enumerate(backbone):
+        if layer.name == stage or layer.name.startswith(f"{stage}_"):
+            return index
+    names = list(dict.fromkeys(layer.name.split("_")[0] for layer in backbone))
+    raise ValueError(
+        f"trainable_from={stage!r} is neither a stage nor a layer of this backbone. Its stages, "
+        f"in order: {', '.join(names)}; or give a layer name from model.summary()."
+    )
+
+
+def _preprocessing_mode(backbone_name: str, weights, preprocessing, input_shape):
+    if preprocessing == "auto":
+        preprocessing = _record_preprocessing(backbone_name, weights)
+    if preprocessing is not None and preprocessing not in PREPROCESSING:
+        raise ValueError(
+            f"preprocessing={preprocessing!r} is not one of 'auto', {', '.join(map(repr, PREPROCESSING))} or None."
+        )
+    if preprocessing is not None and input_shape[-1] != 3:
+        raise ValueError(
+            f"preprocessing={preprocessing!r} needs RGB input, but input_shape={input_shape}. "
+            "Give 3 channels, or preprocessing=None."
+        )
+    return preprocessing
+
+
+def _record_preprocessing(backbone_name: str, weights):
+    """The weights record's preprocessing, for a tag or a path to one of the record's files."""
+    if weights is None:
+        return None
+    weights = os.fspath(weights)
+    if not weights_lib.looks_like_path(weights):
+        return weights_lib.get_record(backbone_name, weights).preprocessing
+    file_name = os.path.basename(weights)
+    for record in weights_lib.RECORDS.values():
+        if record.model == backbone_name and file_name in {f.file_name for f in (record.top, record.no_top) if f}:
+            return record.preprocessing
+    return None
+
+
+def _preprocessing_layer(mode: str) -> keras.layers.Conv2D:
+    """A frozen 1x1 convolution that applies `PREPROCESSING[mode]`.
+
+    Rescaling cannot swap channels (caffe's RGB -> BGR) and a Lambda layer is
+    not portable (TFMOT, the bridge and safe `.keras` loading refuse it); a
+    1x1 convolution is a built-in layer every tool takes, and costs 9
+    multiply-adds per pixel.
+    """
+    order, scale, offset = PREPROCESSING[mode]
+    kernel = np.zeros((1, 1, 3, 3), dtype="float32")
+    for output_channel, input_channel in enumerate(order):
+        kernel[0, 0, input_channel, output_channel] = scale[output_channel]
+    layer = keras.layers.Conv2D(3, 1, name=PREPROCESS, trainable=False)
+    layer.build((None, None, None, 3))
+    layer.set_weights([kernel, offset.astype("float32")])
+    return layer
+
+
+__all__ = [
+    "MODES", "backbone_layers", "build", "default_stage", "feature_extractor", "features", "fine_tune",
+    "linear_probe", "set_mode", "stages",
+]
