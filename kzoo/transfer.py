@@ -266,7 +266,8 @@ def fine_tune(
 
     set_mode(model, "head", freeze_batchnorm=freeze_batchnorm)
     head_history = phase("head", head_epochs, learning_rate)
-    set_mode(model, unfreeze, trainable_from=trainable_from, freeze_batchnorm=freeze_batchnorm)
+    if fine_tune_epochs:
+        set_mode(model, unfreeze, trainable_from=trainable_from, freeze_batchnorm=freeze_batchnorm)
     fine_history = phase("fine_tune", fine_tune_epochs, fine_tune_learning_rate or learning_rate / 10)
     return head_history, fine_history
 

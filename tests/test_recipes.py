@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARTIFACTS = {"model.keras", "history.csv", "curves.png", "confusion.png", "metrics.json"}
 
@@ -65,3 +67,35 @@ def test_compress_and_export_quick_runs_offline_and_prints_its_table(tmp_path):
     assert rows[("edgetpu", "pruned+PQAT")]["size_vs_float32"] < 0.32
     for row in report["rows"]:
         assert (out / row["file"]).exists() and (out / row["file"].replace(".tflite", ".md")).exists()
+
+
+def test_transfer_learning_quick_writes_its_weights_and_images_and_exports_int8(tmp_path):
+    out = tmp_path / "run"
+    result = run_recipe("transfer_learning.py", "--quick", "--export", "int8", "--output", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "a smoke test, not a result" in result.stdout
+    assert (out / "resnet50_random_notop.weights.h5").exists() and len(os.listdir(out / "quick_images")) == 3
+    assert ARTIFACTS - {"history.csv"} <= set(os.listdir(out))
+    assert {"head", "fine_tune"} <= set(os.listdir(out))  # Each phase's checkpoints and logs.
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backbone"] == "resnet50" and metrics["mode"] == "top" and metrics["epochs_run"] == 2
+    assert metrics["tflite_agreement"] >= 0.9 and (out / metrics["tflite"]).exists()
+    assert (out / metrics["tflite"].replace(".tflite", ".md")).exists()
+
+
+def test_transfer_learning_without_imagenet_weights_says_where_to_put_the_file(tmp_path, monkeypatch, keras_home):
+    import dataclasses
+
+    from kzoo import weights
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "recipes"))
+    import transfer_learning
+
+    record = weights.get_record("resnet50")
+    unreachable = dataclasses.replace(record.no_top, url="http://127.0.0.1:9/resnet50_notop.h5")
+    monkeypatch.setitem(weights.RECORDS, ("resnet50", "imagenet"), dataclasses.replace(record, no_top=unreachable))
+    images = transfer_learning.write_quick_images(str(tmp_path / "images"))
+    with pytest.raises(SystemExit) as stop:
+        transfer_learning.main(["--data-dir", images, "--image-size", "32", "--output", str(tmp_path / "run")])
+    message = str(stop.value.code)
+    assert os.path.join(keras_home, "models", record.no_top.file_name) in message and "--weights PATH" in message
