@@ -197,13 +197,13 @@ def backbone_layers(model: keras.Model) -> list:
 
 def stages(model: keras.Model) -> list[str]:
     """The backbone's stage names, in order: the layer-name prefixes before the first "_"."""
-    return list(dict.fromkeys(layer.name.split("_")[0] for layer in backbone_layers(model)))
+    return _stage_names(backbone_layers(model))
 
 
 def default_stage(model: keras.Model) -> str:
     """The last backbone stage that holds a convolution: what mode="top" trains by default."""
     convolutional = {
-        layer.name.split("_")[0] for layer in backbone_layers(model) if isinstance(layer, keras.layers.Conv2D)
+        _stage_of(layer) for layer in backbone_layers(model) if isinstance(layer, keras.layers.Conv2D)
     }
     return [stage for stage in stages(model) if stage in convolutional][-1]
 
@@ -373,11 +373,18 @@ def _stage_start(backbone: list, stage: str) -> int:
     for index, layer in enumerate(backbone):
         if layer.name == stage or layer.name.startswith(f"{stage}_"):
             return index
-    names = list(dict.fromkeys(layer.name.split("_")[0] for layer in backbone))
     raise ValueError(
         f"trainable_from={stage!r} is neither a stage nor a layer of this backbone. Its stages, "
-        f"in order: {', '.join(names)}; or give a layer name from model.summary()."
+        f"in order: {', '.join(_stage_names(backbone))}; or give a layer name from model.summary()."
     )
+
+
+def _stage_of(layer) -> str:
+    return layer.name.split("_")[0]
+
+
+def _stage_names(backbone: list) -> list[str]:
+    return list(dict.fromkeys(_stage_of(layer) for layer in backbone))
 
 
 def _preprocessing_mode(backbone_name: str, weights, preprocessing, input_shape):
