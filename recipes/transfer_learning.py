@@ -90,15 +90,7 @@ def load_data(args):
     train = data.load(args.dataset, "train[:80%]", augment=augment, **load)
     val = data.load(args.dataset, "train[80%:90%]", shuffle=False, **load)
     test = data.load(args.dataset, "train[90%:]", shuffle=False, **load)
-    return args.dataset, train, val, test, None
-
-
-def count_classes(args):
-    if args.dataset in data.DATASETS:
-        return data.DATASETS[args.dataset].num_classes
-    import tensorflow_datasets as tfds
-
-    return tfds.builder(args.dataset, data_dir=args.tfds_dir).info.features["label"].num_classes
+    return args.dataset, train, val, test, train.class_names
 
 
 def merged(*histories):
@@ -125,7 +117,7 @@ def main(argv=None):
             print(f"--quick: random {args.backbone} weights ({args.weights}) and {QUICK_CLASSES} classes of "
                   f"digit images ({args.data_dir}); a smoke test, not a result.")
     name, train, val, test, class_names = load_data(args)
-    num_classes = len(class_names) if class_names else count_classes(args)
+    num_classes = len(class_names)
     try:
         model = transfer.build(args.backbone, num_classes, weights=None if args.weights == "none" else args.weights,
                                input_shape=(args.image_size, args.image_size, 3), mode=args.mode,

@@ -90,8 +90,11 @@ def test_tfds_datasets_load_under_mock_data():
         x, y = first_batch(data.load("cifar10", "train", batch_size=8, augment="cifar", seed=0))
         assert x.shape == (8, 32, 32, 3) and x.dtype == np.float32 and x.max() <= 1.0
         assert y.dtype == np.int32 and y.max() < 10
-        flowers, _ = first_batch(data.load("tf_flowers", "train", batch_size=4))
+        flowers_dataset = data.load("tf_flowers", "train", batch_size=4)
+        flowers, _ = first_batch(flowers_dataset)
         assert flowers.shape == (4, 224, 224, 3)  # Variable-size images get the default size.
+        assert len(flowers_dataset.class_names) == 5 and "daisy" in flowers_dataset.class_names
+    assert data.load("digits", "test", batch_size=8).class_names == [str(d) for d in range(10)]
 
 
 def test_missing_dataset_offline_gives_one_clear_error(tmp_path):

@@ -81,7 +81,8 @@ def load(
     Returns:
         A `tf.data.Dataset` of `(images, labels)` batches: float32 images in
         [0, 1] of shape (batch, height, width, channels) and int32 labels (or
-        float32 one-hot labels after MixUp/CutMix).
+        float32 one-hot labels after MixUp/CutMix); its `class_names`
+        attribute lists the label names in id order.
 
     Raises:
         DatasetUnavailableError: If the dataset is not in `data_dir` and cannot
@@ -90,20 +91,24 @@ def load(
     info = DATASETS.get(name)
     if name == "digits":
         images, labels = _digits(split)
-        return from_arrays(
+        dataset = from_arrays(
             images, labels, batch_size=batch_size, image_size=image_size, augment=augment,
             shuffle=shuffle, cache=cache, seed=seed, num_classes=10,
         )
+        dataset.class_names = [str(digit) for digit in range(10)]
+        return dataset
     dataset, builder = _tfds_split(
         info.tfds_name if info else name, split, data_dir, download, shuffle and seed is None
     )
-    num_classes = info.num_classes if info else builder.info.features["label"].num_classes
+    class_names = builder.info.features["label"].names
     if image_size is None and info and info.image_shape is None:
         image_size = info.default_size
-    return pipeline(
+    dataset = pipeline(
         dataset, batch_size=batch_size, image_size=image_size, augment=augment,
-        shuffle=shuffle, cache=cache, seed=seed, num_classes=num_classes,
+        shuffle=shuffle, cache=cache, seed=seed, num_classes=len(class_names),
     )
+    dataset.class_names = class_names
+    return dataset
 
 
 def _tfds_split(tfds_name: str, split: str, data_dir: str | None, download: bool, shuffle_files: bool):
