@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 
@@ -32,18 +33,14 @@ import kzoo  # noqa: E402
 from kzoo import data, training, transfer  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "recipes"))
+from _mnist import MNIST_TEST_FILES, read_mnist_test_split  # noqa: E402
+
 MNIST = os.path.join(ROOT, "..", "shared", "data", "mnist")
-FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 # Input and head pooling per model: LeNet's 5x5x16 map keeps its layout
 # (flatten), ResNet-20 ends in global average pooling as published.
 SETUPS = {"lenet5": ((28, 28, 1), "flatten"), "resnet20": ((32, 32, 3), "avg")}
 MODES = ("head", "top", "full")
-
-
-def load_mnist(folder):
-    images = data.read_idx(os.path.join(folder, FILES[0]))
-    labels = data.read_idx(os.path.join(folder, FILES[1])).astype("int32")
-    return (images[:8000], labels[:8000]), (images[-2000:], labels[-2000:])
 
 
 def to_input(images, shape):
@@ -99,7 +96,7 @@ def run_arm(arm, name, shape, pooling, weights, train, test, args, rate, seed):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(SETUPS), choices=list(SETUPS))
-    parser.add_argument("--mnist-idx", default=MNIST, help=f"folder with {FILES[0]} and its labels")
+    parser.add_argument("--mnist-idx", default=MNIST, help=f"folder with {MNIST_TEST_FILES[0]} and its labels")
     parser.add_argument("--pretrain-epochs", type=int, default=5)
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--draws", type=int, default=3, help="draws of the few-shot images (seeds 0..draws-1)")
@@ -109,7 +106,7 @@ def main():
                         help="every arm runs at each; the summary takes each arm's best")
     parser.add_argument("--augment", choices=["mnist", "none"], default="mnist")
     args = parser.parse_args()
-    (images, labels), (test_images, test_labels) = load_mnist(args.mnist_idx)
+    (images, labels), (test_images, test_labels) = read_mnist_test_split(args.mnist_idx)
     unseen = test_labels >= 5
     augment = None if args.augment == "none" else args.augment
     with tempfile.TemporaryDirectory() as folder:

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from kzoo import data
+
+# MNIST's original test-split files (as in ../shared/data/mnist): the
+# recipes and benchmarks train on the first 8,000 and measure on the last 2,000.
+MNIST_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def read_mnist_test_split(folder: str):
+    """Returns ((train images, labels), (test images, labels)): the first 8,000 and the last 2,000, uint8 / int32."""
+    images = data.read_idx(os.path.join(folder, MNIST_TEST_FILES[0]))
+    labels = data.read_idx(os.path.join(folder, MNIST_TEST_FILES[1])).astype("int32")
+    return (images[:8000], labels[:8000]), (images[-2000:], labels[-2000:])
 
 
 def load_mnist_or_digits(args, recipe: str, *, train_batch: int, test_batch: int, image_size=None):

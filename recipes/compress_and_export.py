@@ -14,22 +14,17 @@ MNIST, it says so in one line and uses the embedded scikit-learn digits.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kzoo  # noqa: E402
 from kzoo import compress, data, export, training  # noqa: E402
 from kzoo._io import save_json  # noqa: E402
-from _mnist import load_mnist_or_digits  # noqa: E402  (recipes/ is on sys.path)
-
-MNIST_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+from _mnist import MNIST_TEST_FILES, load_mnist_or_digits, read_mnist_test_split  # noqa: E402  (recipes/ is on sys.path)
 
 
 def parse_args(argv=None):
@@ -59,11 +54,10 @@ def load_data(args, input_shape):
         return dataset.map(lambda x, y: (tf.image.grayscale_to_rgb(x), y)) if channels == 3 else dataset
 
     if args.mnist_idx:
-        images = data.read_idx(os.path.join(args.mnist_idx, MNIST_TEST_FILES[0]))
-        labels = data.read_idx(os.path.join(args.mnist_idx, MNIST_TEST_FILES[1])).astype("int32")
+        (train_images, train_labels), (test_images, test_labels) = read_mnist_test_split(args.mnist_idx)
         common = dict(image_size=size, seed=args.seed)
-        train = data.from_arrays(images[:8000], labels[:8000], batch_size=64, augment="mnist", **common)
-        test = data.from_arrays(images[-2000:], labels[-2000:], batch_size=500, shuffle=False, **common)
+        train = data.from_arrays(train_images, train_labels, batch_size=64, augment="mnist", **common)
+        test = data.from_arrays(test_images, test_labels, batch_size=500, shuffle=False, **common)
         return "mnist test split (8,000 / 2,000)", fit_channels(train), fit_channels(test)
     dataset, train, test = load_mnist_or_digits(args, "compress_and_export", train_batch=64, test_batch=500,
                                                 image_size=size)
