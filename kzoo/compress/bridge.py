@@ -27,15 +27,19 @@ class UntranslatableLayerError(ValueError):
     """A layer has no equivalent in the other Keras."""
 
 
-def to_tf_keras(model):
+def to_tf_keras(model, *, with_layer_pairs: bool = False):
     """Rebuilds a Keras 3 model in tf_keras, with the same weights.
 
     Args:
         model: A built Keras 3 `Sequential` or functional model. Nested models
             are flattened into one graph.
+        with_layer_pairs: Also return `[(layer, twin_layer), ...]`, so that
+            weights trained in the twin can be copied back into `model`
+            (`layer.set_weights(twin_layer.get_weights())`).
 
     Returns:
-        A functional `tf_keras.Model` whose outputs equal the model's.
+        A functional `tf_keras.Model` whose outputs equal the model's; with
+        `with_layer_pairs`, `(twin, pairs)`.
 
     Raises:
         UntranslatableLayerError: For a layer tf_keras has no twin of (a custom
@@ -45,7 +49,9 @@ def to_tf_keras(model):
     import keras
     import tf_keras
 
-    return _Rebuild(source=keras, target=tf_keras).model(model)
+    rebuild = _Rebuild(source=keras, target=tf_keras)
+    twin = rebuild.model(model)
+    return (twin, list(rebuild.twins.values())) if with_layer_pairs else twin
 
 
 def to_keras(model):
