@@ -8,6 +8,7 @@ CSV/TensorBoard logs there.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import keras
@@ -51,11 +52,14 @@ def fit(
             cloned) inside the strategy's scope and under the precision policy;
             after training, the weights are copied back into a given model.
         train: Batched `(images, labels)` dataset; int labels, or one-hot
-            float labels (after MixUp/CutMix).
+            float labels (after MixUp/CutMix). Its batch size is the global
+            batch: a strategy splits each batch over all its replicas (every
+            device of every worker), so the learning rate goes with it.
         val: Optional validation dataset of the same form.
         epochs: Number of epochs.
         optimizer: "auto" (Adam; AdamW when `weight_decay`), "adam", "adamw",
-            "sgd" (momentum 0.9), or a `keras.optimizers.Optimizer`.
+            "sgd" (momentum 0.9), or a `keras.optimizers.Optimizer` (a
+            tf_keras one under "multi_worker").
         learning_rate: Peak learning rate; default 1e-3 (Adam/AdamW) or 0.1 (SGD).
         weight_decay: Decoupled weight decay (AdamW), or L2-style decay folded
             into SGD's update (Keras' `weight_decay`).
@@ -64,7 +68,14 @@ def fit(
         warmup_epochs: Linear warmup for "cosine"; default: a tenth of the
             epochs, at most 5.
         label_smoothing: Label smoothing of the cross-entropy.
-        strategy: As `kzoo.distribute.strategy`.
+        strategy: As `kzoo.distribute.strategy`. Under "multi_worker" (a
+            MultiWorkerMirroredStrategy), where Keras 3's fit cannot run
+            (keras-team/keras#20585), the model's tf_keras twin
+            (`kzoo.compress.to_tf_keras`) trains, starting on every worker
+            from the chief's weights, and the weights come back into the
+            Keras 3 model. Only the chief writes `best.keras`, the CSV and
+            TensorBoard logs; every worker keeps the backup, which the chief
+            writes (a folder all workers can read).
         mixed_precision: As `kzoo.distribute.precision_policy`; the classifier
             output always stays float32.
         jit_compile: Passed to `Model.compile` ("auto", True, False).
@@ -76,15 +87,19 @@ def fit(
             the end of each epoch). Keras restores the latest backup and
             restarts the interrupted epoch from its first batch.
         seed: Seeds Python, NumPy and the backend.
-        callbacks: More Keras callbacks (they run after kzoo's).
+        callbacks: More Keras callbacks (they run after kzoo's); tf_keras
+            callbacks under "multi_worker" (they see the twin).
         steps_per_epoch: Needed when `train` has no known length.
         verbose: Keras' progress-bar setting.
 
     Returns:
-        The `History`; `history.model` is the model that was trained.
+        The `History`; `history.model` is the model that was trained (under
+        "multi_worker": the Keras 3 model holding the trained weights).
 
     Raises:
         ValueError: For bad arguments, each named with what is allowed.
+        RuntimeError: Under "multi_worker", when a worker is lost; it says how
+            the job resumes.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} must be a positive integer.")
@@ -94,21 +109,23 @@ def fit(
         keras.utils.set_random_seed(seed)
     distribution = distribute.strategy(strategy)
     policy = distribute.precision_policy(mixed_precision, distribution)
-    steps = _steps_per_epoch(train, steps_per_epoch)
+    compile_for = functools.partial(
+        _compile, policy=policy, optimizer=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
+        schedule=schedule, warmup_epochs=warmup_epochs, epochs=epochs,
+        steps=_steps_per_epoch(train, steps_per_epoch), label_smoothing=label_smoothing, jit_compile=jit_compile,
+    )
+    if distribute.is_multi_worker(distribution):
+        from kzoo import _multi_worker
+
+        return _multi_worker.fit(
+            model, train, val, distribution, policy, compile_for, epochs=epochs, steps_per_epoch=steps_per_epoch,
+            checkpoint_dir=checkpoint_dir, backup_every_steps=backup_every_steps, callbacks=callbacks,
+            verbose=verbose,
+        )
     one_device = distribution is tf.distribute.get_strategy()  # Asked outside the scope.
     with distribution.scope():
         trained = _model_for(model, policy, one_device)
-        num_classes = trained.outputs[0].shape[-1]
-        sparse = len(train.element_spec[1].shape) == 1
-        if label_smoothing and sparse:  # Keras' sparse loss has no smoothing: one-hot the labels.
-            train, val = (_one_hot(d, num_classes) if d is not None else None for d in (train, val))
-            sparse = False
-        trained.compile(
-            optimizer=_optimizer(optimizer, learning_rate, weight_decay, schedule, warmup_epochs, epochs, steps),
-            loss=_loss(trained, sparse, label_smoothing),
-            metrics=["accuracy"],
-            jit_compile=jit_compile,
-        )
+        train, val = compile_for(trained, train, val, library=keras)
     own = _checkpoint_callbacks(checkpoint_dir, val is not None, backup_every_steps)
     history = trained.fit(
         train,
@@ -122,6 +139,32 @@ def fit(
     if isinstance(model, keras.Model) and trained is not model:
         model.set_weights(trained.get_weights())
     return history
+
+
+def _compile(trained, train, val, *, library, policy, optimizer, learning_rate, weight_decay, schedule,
+             warmup_epochs, epochs, steps, label_smoothing, jit_compile):
+    """Compiles `trained`, a `library` (keras or tf_keras) model, in the current scope.
+
+    Returns:
+        `(train, val)`, with one-hot labels when label smoothing needs them.
+    """
+    num_classes = trained.outputs[0].shape[-1]
+    sparse = len(train.element_spec[1].shape) == 1
+    if label_smoothing and sparse:  # Keras' sparse loss has no smoothing: one-hot the labels.
+        train, val = (_one_hot(d, num_classes) if d is not None else None for d in (train, val))
+        sparse = False
+    optimizer = _optimizer(optimizer, learning_rate, weight_decay, schedule, warmup_epochs, epochs, steps, library)
+    if library is not keras:  # tf_keras: no "auto" XLA, and no automatic loss scaling for a twin.
+        jit_compile = None if jit_compile == "auto" else jit_compile
+        if policy == "mixed_float16":
+            optimizer = library.mixed_precision.LossScaleOptimizer(optimizer)
+    trained.compile(
+        optimizer=optimizer,
+        loss=_loss(trained, sparse, label_smoothing, library),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    return train, val
 
 
 def _model_for(model, policy: str, one_device: bool) -> keras.Model:
@@ -170,30 +213,38 @@ def outputs_probabilities(model: keras.Model) -> bool:
     return getattr(activation, "__name__", "") == "softmax"
 
 
-def _loss(model, sparse: bool, label_smoothing: float):
+def _loss(model, sparse: bool, label_smoothing: float, library=keras):
     from_logits = not outputs_probabilities(model)
     if sparse:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
-    return keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
+        return library.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    return library.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
 
 
-def _optimizer(optimizer, learning_rate, weight_decay, schedule, warmup_epochs, epochs, steps):
-    if isinstance(optimizer, keras.optimizers.Optimizer):
+def _optimizer(optimizer, learning_rate, weight_decay, schedule, warmup_epochs, epochs, steps, library=keras):
+    if isinstance(optimizer, library.optimizers.Optimizer):
         return optimizer
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer={optimizer!r} is not one of {OPTIMIZERS} or a keras optimizer.")
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
+        twin_note = "" if library is keras else (
+            " Under a multi-worker strategy kzoo trains the model's tf_keras twin, so a Keras 3 optimizer "
+            "cannot be used there: give the name, or a tf_keras optimizer."
+        )
+        raise ValueError(
+            f"optimizer={optimizer!r} is not one of {OPTIMIZERS} or a {library.__name__}.optimizers.Optimizer."
+            + twin_note
+        )
     if optimizer == "auto":
         optimizer = "adamw" if weight_decay else "adam"
     rate = learning_rate if learning_rate is not None else _DEFAULT_LEARNING_RATE[optimizer]
-    rate = learning_rate_schedule(schedule, rate, epochs=epochs, steps_per_epoch=steps, warmup_epochs=warmup_epochs)
+    rate = learning_rate_schedule(schedule, rate, epochs=epochs, steps_per_epoch=steps, warmup_epochs=warmup_epochs,
+                                  library=library)
     if optimizer == "sgd":
-        return keras.optimizers.SGD(rate, momentum=0.9, weight_decay=weight_decay or None)
+        return library.optimizers.SGD(rate, momentum=0.9, weight_decay=weight_decay or None)
     if optimizer == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=weight_decay or 0.004)
-    return keras.optimizers.Adam(rate)
+        return library.optimizers.AdamW(rate, weight_decay=weight_decay or 0.004)
+    return library.optimizers.Adam(rate)
 
 
-def learning_rate_schedule(schedule, peak, *, epochs, steps_per_epoch, warmup_epochs=None):
+def learning_rate_schedule(schedule, peak, *, epochs, steps_per_epoch, warmup_epochs=None, library=keras):
     """A Keras learning-rate schedule over the whole run.
 
     Args:
@@ -202,23 +253,23 @@ def learning_rate_schedule(schedule, peak, *, epochs, steps_per_epoch, warmup_ep
         peak: The peak learning rate.
         epochs, steps_per_epoch: Length of the run.
         warmup_epochs: Warmup for "cosine"; default a tenth of the epochs, at most 5.
+        library: The Keras whose schedule classes to use: `keras`, or
+            `tf_keras` for a tf_keras model (the multi-worker twin).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule={schedule!r} is not one of {SCHEDULES}.")
     total = epochs * steps_per_epoch
+    schedules = library.optimizers.schedules
     if schedule == "constant":
         return peak
     if schedule == "step":
-        return keras.optimizers.schedules.PiecewiseConstantDecay(
-            [total // 2, total * 3 // 4], [peak, peak * 0.1, peak * 0.01]
-        )
+        return schedules.PiecewiseConstantDecay([total // 2, total * 3 // 4], [peak, peak * 0.1, peak * 0.01])
     warmup_epochs = min(5, epochs // 10) if warmup_epochs is None else warmup_epochs
     warmup = warmup_epochs * steps_per_epoch
     if warmup == 0:
-        return keras.optimizers.schedules.CosineDecay(peak, decay_steps=total)
-    return keras.optimizers.schedules.CosineDecay(
-        peak / 10, decay_steps=max(total - warmup, 1), warmup_target=peak, warmup_steps=warmup
-    )
+        return schedules.CosineDecay(peak, decay_steps=total)
+    return schedules.CosineDecay(peak / 10, decay_steps=max(total - warmup, 1), warmup_target=peak,
+                                 warmup_steps=warmup)
 
 
 def _checkpoint_callbacks(checkpoint_dir, has_validation, backup_every_steps):
@@ -270,7 +321,7 @@ def plot_history(history, path: str) -> str:
 
 
 def _history_dict(history) -> dict:
-    if isinstance(history, keras.callbacks.History):
+    if isinstance(getattr(history, "history", None), dict):  # A Keras or tf_keras History.
         return history.history
     if isinstance(history, dict):
         return history
@@ -278,7 +329,9 @@ def _history_dict(history) -> dict:
 
     with open(history) as f:
         rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"}
+    # tf_keras' CSVLogger (multi-worker runs) writes "NA" columns for validation it did not run.
+    return {key: [float(row[key]) for row in rows] for key in rows[0]
+            if key != "epoch" and any(row[key] != "NA" for row in rows)}
 
 
 def evaluate(model: keras.Model, data: tf.data.Dataset, *, plot_confusion: str | None = None,
