@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 import kzoo  # noqa: E402
-from kzoo import data, training  # noqa: E402
+from kzoo import data, distribute, training  # noqa: E402
 
 
 # He et al. 2015, Table 6 (ResNet-110: the best of five runs).
@@ -41,6 +41,8 @@ def parse_args(argv=None):
     parser.add_argument("--data-dir", default=None, help="TFDS data folder")
     parser.add_argument("--offline", action="store_true", help="never download; use what data_dir holds")
     parser.add_argument("--output", default=None, help="default: saved_models/<model>_cifar10")
+    parser.add_argument("--strategy", choices=distribute.STRATEGIES, default="auto",
+                        help="multi_worker: one of the workers TF_CONFIG names (see python -m kzoo.launch)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true",
                         help="1 epoch smoke test; offline it falls back to the embedded digits")
@@ -73,6 +75,7 @@ def load_data(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    strategy = distribute.strategy(args.strategy)  # First: "multi_worker" must come before TensorFlow runs.
     epochs = 1 if args.quick else args.epochs
     output = args.output or os.path.join("saved_models", f"{args.model}_cifar10")
     dataset, train, val, test = load_data(args)
@@ -81,8 +84,12 @@ def main(argv=None):
     history = training.fit(
         model, train, val, epochs=epochs, optimizer="sgd", learning_rate=args.learning_rate,
         weight_decay=args.weight_decay, schedule=args.schedule, checkpoint_dir=output, seed=args.seed,
+        strategy=strategy,
     )
     seconds = time.perf_counter() - start
+    if not distribute.is_chief():
+        print("Training done; the chief worker evaluates and writes the files.")
+        return None
     metrics = training.save_artifacts(
         output, model, history, test, dataset=dataset, schedule=args.schedule,
         train_seconds=round(seconds, 1), seed=args.seed, paper_test_accuracy=PAPER_TEST_ACCURACY[args.model],

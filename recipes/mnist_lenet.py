@@ -16,7 +16,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import kzoo  # noqa: E402
-from kzoo import training  # noqa: E402
+from kzoo import distribute, training  # noqa: E402
 from _mnist import load_mnist_or_digits  # noqa: E402  (recipes/ is on sys.path)
 
 
@@ -29,6 +29,8 @@ def parse_args(argv=None):
     parser.add_argument("--data-dir", default=None, help="TFDS data folder")
     parser.add_argument("--offline", action="store_true", help="never download; use what data_dir holds")
     parser.add_argument("--output", default=os.path.join("saved_models", "lenet5_mnist"))
+    parser.add_argument("--strategy", choices=distribute.STRATEGIES, default="auto",
+                        help="multi_worker: one of the workers TF_CONFIG names (see python -m kzoo.launch)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="2 epochs: a smoke test")
     return parser.parse_args(argv)
@@ -36,13 +38,18 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    strategy = distribute.strategy(args.strategy)  # First: "multi_worker" must come before TensorFlow runs.
     epochs = 2 if args.quick else args.epochs
     dataset, train, test = load_mnist_or_digits(args, "mnist_lenet", train_batch=args.batch_size,
                                                 test_batch=1000)
     model = kzoo.lenet5()
     start = time.perf_counter()
-    history = training.fit(model, train, test, epochs=epochs, checkpoint_dir=args.output, seed=args.seed)
+    history = training.fit(model, train, test, epochs=epochs, checkpoint_dir=args.output, seed=args.seed,
+                           strategy=strategy)
     seconds = time.perf_counter() - start
+    if not distribute.is_chief():
+        print("Training done; the chief worker evaluates and writes the files.")
+        return None
     metrics = training.save_artifacts(args.output, model, history, test, dataset=dataset,
                                       train_seconds=round(seconds, 1), seed=args.seed)
     print(f"\nlenet5 on {dataset}: test accuracy {metrics['test_accuracy']:.4f} after {epochs} epochs "
