@@ -258,3 +258,21 @@ def test_multi_worker_fit_refuses_keras3_callbacks_and_optimizers():
                      callbacks=[keras.callbacks.EarlyStopping()])
     with pytest.raises(ValueError, match=r"tf_keras.optimizers.Optimizer.*give the name, or a tf_keras optimizer"):
         training.fit(kzoo.lenet5(), train, epochs=1, strategy="multi_worker", optimizer=keras.optimizers.Adam())
+
+
+def test_transfer_fine_tuning_under_multi_worker_keeps_frozen_layers_frozen_in_the_twin():
+    from kzoo import transfer
+
+    rng = np.random.RandomState(0)
+    tiny = data.from_arrays(rng.uniform(0, 1, (48, 32, 32, 3)).astype("float32"), rng.randint(0, 3, 48),
+                            batch_size=16, seed=0)
+    model = transfer.build("resnet20", 3, weights=None, input_shape=(32, 32, 3))
+    watched = ["conv1_conv", "conv2_block1_1_bn", "conv4_block1_1_conv", "head_predictions"]
+    before = {name: [w.copy() for w in model.get_layer(name).get_weights()] for name in watched}
+    head, fine = transfer.fine_tune(model, tiny, head_epochs=1, fine_tune_epochs=1, unfreeze="top",
+                                    learning_rate=0.01, strategy="multi_worker", verbose=0)
+    assert len(head.epoch) == len(fine.epoch) == 1 and fine.model is model
+    changed = {name: max_difference(before[name], model.get_layer(name).get_weights()) > 0 for name in watched}
+    # Below the top stage and every BatchNormalization stay as they were; the top stage and the head train.
+    assert changed == {"conv1_conv": False, "conv2_block1_1_bn": False, "conv4_block1_1_conv": True,
+                       "head_predictions": True}
