@@ -38,7 +38,7 @@ def test_digits_load_offline_as_28x28_in_unit_range():
     (x, y), (xt, yt) = first_batch(train), first_batch(test)
     assert x.shape == (1437, 28, 28, 1) and xt.shape == (360, 28, 28, 1)
     assert x.min() >= 0 and 0.9 < x.max() <= 1.0
-    assert sorted(set(y)) == list(range(10))
+    assert sorted(set(y)) == sorted(set(yt)) == list(range(10))
 
 
 def test_the_same_seed_gives_the_same_batches_and_another_seed_does_not():
