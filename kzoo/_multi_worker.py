@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -30,6 +31,7 @@ def fit(model, train, val, distribution, policy, compile_for, *, epochs, steps_p
     `compile_for(twin, train, val, library=tf_keras)` compiles the twin.
     """
     _check_callbacks(callbacks)
+    warn_if_unseeded(train, distribute.num_workers())
     keras_model = model if isinstance(model, keras.Model) else training._model_for(model, "float32", True)
     source = training._model_for(keras_model, policy, True)  # A clone under a mixed policy.
     with distribution.scope():
@@ -94,6 +96,23 @@ def broadcast_from_chief(distribution, model):
     chief_values = from_first_replica(tf.constant(flat)).numpy()
     ends = np.cumsum([w.size for w in weights])[:-1]
     model.set_weights([part.reshape(w.shape).astype(w.dtype) for part, w in zip(np.split(chief_values, ends), weights)])
+
+
+def warn_if_unseeded(train, workers: int):
+    """Warns when several workers get a kzoo pipeline made without a seed.
+
+    tf.distribute shards by examples unless the dataset reads enough files;
+    then each worker keeps every N-th example of its own order, and workers
+    that shuffle differently may train on overlapping examples. kzoo's
+    pipelines mark themselves non-deterministic exactly when they have no seed.
+    """
+    if workers > 1 and train.options().deterministic is False:
+        warnings.warn(
+            f"The training dataset was made without a seed, and {workers} workers share it. When tf.distribute "
+            "shards it by examples, each worker keeps every N-th example of its own shuffled order, so the "
+            "workers may train on overlapping examples. Pass seed= to kzoo.data.load (the same on every worker).",
+            stacklevel=3,
+        )
 
 
 def _check_callbacks(callbacks):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -276,3 +277,15 @@ def test_transfer_fine_tuning_under_multi_worker_keeps_frozen_layers_frozen_in_t
     # Below the top stage and every BatchNormalization stay as they were; the top stage and the head train.
     assert changed == {"conv1_conv": False, "conv2_block1_1_bn": False, "conv4_block1_1_conv": True,
                        "head_predictions": True}
+
+
+def test_several_workers_on_an_unseeded_kzoo_pipeline_get_a_warning():
+    from kzoo import _multi_worker
+
+    unseeded = data.load("digits", "train", batch_size=64)
+    with pytest.warns(UserWarning, match="made without a seed, and 2 workers share it"):
+        _multi_worker.warn_if_unseeded(unseeded, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _multi_worker.warn_if_unseeded(unseeded, 1)  # One worker: nothing to overlap.
+        _multi_worker.warn_if_unseeded(data.load("digits", "train", batch_size=64, seed=0), 2)
