@@ -62,7 +62,8 @@ def worker(args):
     model = kzoo.get_model(args.model, num_classes=10, input_shape=shape)
     training.fit(model, dataset, epochs=args.epochs, strategy=strategy, jit_compile=False, callbacks=[timer],
                  verbose=0)
-    index = distribute.tf_config()["task"]["index"] if distribute.tf_config() else 0
+    config = distribute.tf_config()
+    index = config["task"]["index"] if config else 0
     np.savez(os.path.join(args.out, f"weights{index}.npz"), *model.get_weights())
     with open(os.path.join(args.out, f"result{index}.json"), "w") as f:
         json.dump({"images_per_s": steps * batch / statistics.median(times[1:]), "global_batch": batch}, f)

@@ -48,13 +48,8 @@ def fit(model, train, val, distribution, policy, compile_for, *, epochs, steps_p
     chief = distribute.is_chief()
     own = _checkpoint_callbacks(checkpoint_dir, val is not None, backup_every_steps, chief, keras_model, hand_back)
     try:
-        history = twin.fit(
-            train,
-            validation_data=val,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=[*own, *callbacks],
-            shuffle=False,  # kzoo pipelines shuffle before batching.
+        history = training._run_fit(
+            twin, train, val, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=[*own, *callbacks],
             # tf_keras' progress bar shows the workers' running metrics summed (2x with two
             # workers, seen here); one line per epoch shows the all-reduced ones.
             verbose=(2 if verbose == "auto" else verbose) if chief else 0,

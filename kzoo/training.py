@@ -127,18 +127,24 @@ def fit(
         trained = _model_for(model, policy, one_device)
         train, val = compile_for(trained, train, val, library=keras)
     own = _checkpoint_callbacks(checkpoint_dir, val is not None, backup_every_steps)
-    history = trained.fit(
+    history = _run_fit(trained, train, val, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                      callbacks=[*own, *callbacks], verbose=verbose)
+    if isinstance(model, keras.Model) and trained is not model:
+        model.set_weights(trained.get_weights())
+    return history
+
+
+def _run_fit(trained, train, val, *, epochs, steps_per_epoch, callbacks, verbose):
+    """`trained.fit` (Keras 3 or the tf_keras twin) as kzoo calls it."""
+    return trained.fit(
         train,
         validation_data=val,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
-        callbacks=[*own, *callbacks],
+        callbacks=callbacks,
         shuffle=False,  # kzoo pipelines shuffle before batching.
         verbose=verbose,
     )
-    if isinstance(model, keras.Model) and trained is not model:
-        model.set_weights(trained.get_weights())
-    return history
 
 
 def _compile(trained, train, val, *, library, policy, optimizer, learning_rate, weight_decay, schedule,

@@ -40,6 +40,20 @@ def max_difference(weights_a, weights_b):
     return max(float(np.abs(a - b).max()) for a, b in zip(weights_a, weights_b))
 
 
+def kill_paused_worker(out, running, timeout=240):
+    """Waits for the job's worker 1 to pause (it writes `out/paused`), then SIGKILLs it: mid-run, after
+    its backup. Returns False when it never paused, or a process in `running` ended first."""
+    paused = out / "paused"
+    deadline = time.monotonic() + timeout
+    while not paused.exists() and time.monotonic() < deadline and all(p.poll() is None for p in running):
+        time.sleep(0.2)
+    if not paused.exists():
+        return False
+    time.sleep(0.2)  # The pid is written before the file closes; let it land.
+    os.kill(int(paused.read_text()), signal.SIGKILL)
+    return True
+
+
 def history_rows(checkpoint_dir):
     with open(os.path.join(checkpoint_dir, "history.csv")) as f:
         return list(csv.DictReader(f))
@@ -76,13 +90,7 @@ def test_a_killed_worker_makes_the_launcher_restart_all_and_training_resumes_fro
                "--out", str(tmp_path), "--epochs", "4", "--checkpoint-dir", str(checkpoint_dir),
                "--pause-after-epoch", "1"]
     launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    paused = tmp_path / "paused"
-    deadline = time.monotonic() + 240
-    while not paused.exists() and time.monotonic() < deadline and launcher.poll() is None:
-        time.sleep(0.2)
-    assert paused.exists(), launcher.communicate()
-    time.sleep(0.2)  # The pid is written before the file closes; let it land.
-    os.kill(int(paused.read_text()), signal.SIGKILL)  # Worker 1, mid-run: after epoch 2 of 4 and its backup.
+    assert kill_paused_worker(tmp_path, [launcher]), launcher.communicate()  # Worker 1: after epoch 2 of 4.
     stdout, stderr = launcher.communicate(timeout=300)
 
     assert launcher.returncode == 0, stdout[-3000:] + stderr[-3000:]
@@ -110,13 +118,8 @@ def test_without_a_launcher_the_other_worker_fails_with_a_clear_message_when_one
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
         ))
     try:
-        paused = tmp_path / "paused"
-        deadline = time.monotonic() + 240
-        while not paused.exists() and time.monotonic() < deadline and all(w.poll() is None for w in workers):
-            time.sleep(0.2)
-        assert paused.exists(), workers[0].communicate(timeout=5)[0][-3000:] if workers[0].poll() is not None else ""
-        time.sleep(0.2)
-        os.kill(int(paused.read_text()), signal.SIGKILL)
+        assert kill_paused_worker(tmp_path, workers), \
+            workers[0].communicate(timeout=5)[0][-3000:] if workers[0].poll() is not None else ""
         output, _ = workers[0].communicate(timeout=120)
     finally:
         for worker in workers:
