@@ -138,9 +138,9 @@ def test_the_pipeline_decodes_caches_shuffles_batches_augments_then_prefetches()
     "call, message",
     [
         (lambda: data.load("digits", augment="cutout"), r"augment='cutout' is not a preset; choose one of \['cifar', 'imagenet', 'mnist'\]"),
-        (lambda: data.load("digits", split="validation"), r"split='validation': the digits dataset has 'train', 'test' and 'all'"),
+        (lambda: data.load("digits", split="validation"), r"split='validation': the digits dataset has 'train', 'test', 'all'"),
         (lambda: data.load("digits", batch_size=0), r"batch_size=0 must be a positive integer"),
-        (lambda: data.from_arrays(np.zeros((3, 8, 8)), np.zeros(2)), r"got images \(3, 8, 8, 1\) and labels \(2,\)"),
+        (lambda: data.from_arrays(np.zeros((3, 8, 8)), np.zeros(2)), r"labels has 2 labels for 3 images; give one label per image"),
         (lambda: augment.cifar(mixup_alpha=0.2, cutmix_alpha=1.0), r"Choose MixUp or CutMix, not both"),
     ],
 )
@@ -213,3 +213,163 @@ def test_augmentation_runs_one_batch_at_a_time_on_a_cpu_only_machine():
     assert _augment_parallelism(None, seed=None) == 1  # This machine has no GPU or TPU.
     assert _augment_parallelism(True, seed=None) == tf.data.AUTOTUNE
     assert _augment_parallelism(True, seed=0) == 1  # A seed needs one stream.
+
+
+def image_hashes(dataset):
+    """{hash of the decoded image bytes: label} of every image in a dataset (images are distinct)."""
+    found = {}
+    for images, labels in dataset:
+        for image, label in zip(np.asarray(images), np.asarray(labels)):
+            found[hash(np.round(image * 255).astype(np.uint8).tobytes())] = int(label)
+    return found
+
+
+@pytest.fixture(scope="module")
+def class_folder(tmp_path_factory):
+    """Three classes of 20, 13 and 7 distinct 16x16 PNGs (the first pixel row counts the image)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("classes")
+    rng = np.random.RandomState(0)
+    count = 0
+    for name, size in (("ant", 20), ("bee", 13), ("cat", 7)):
+        (root / name).mkdir()
+        for index in range(size):
+            pixels = rng.randint(0, 256, (16, 16, 3), dtype=np.uint8)
+            pixels[0, 0] = count % 256, count // 256, 7
+            Image.fromarray(pixels).save(root / name / f"{index:03d}.png")
+            count += 1
+    return str(root)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+@pytest.mark.parametrize("shuffle_training, shuffle_held_out, batch_size",
+                         [(True, False, 4), (False, True, 32), (True, True, 5), (False, False, 8)])
+def test_directory_subsets_never_share_an_image_cover_the_folder_and_keep_class_proportions(
+        class_folder, seed, shuffle_training, shuffle_held_out, batch_size):
+    def subset(name, shuffle):
+        return image_hashes(data.from_directory(class_folder, image_size=16, batch_size=batch_size, seed=seed,
+                                                shuffle=shuffle, validation_split=0.2, test_split=0.1, subset=name))
+
+    everything = image_hashes(data.from_directory(class_folder, image_size=16, shuffle=False))
+    training = subset("training", shuffle_training)
+    validation, test = subset("validation", shuffle_held_out), subset("test", shuffle_held_out)
+    assert len(everything) == 40
+    assert not set(training) & set(validation) and not set(training) & set(test) and not set(validation) & set(test)
+    assert {**training, **validation, **test} == everything  # The whole folder, with the right labels.
+    for held_out, fraction in ((validation, 0.2), (test, 0.1)):
+        counts = np.bincount(list(held_out.values()), minlength=3)
+        assert counts.tolist() == [max(1, round(size * fraction)) for size in (20, 13, 7)]  # Stratified.
+
+
+def test_directory_split_depends_on_the_seed_only(class_folder):
+    def validation(seed, **kwargs):
+        return set(image_hashes(data.from_directory(class_folder, image_size=16, validation_split=0.25,
+                                                    subset="validation", seed=seed, **kwargs)))
+
+    assert validation(3, shuffle=False, batch_size=2) == validation(3, shuffle=True, batch_size=64)
+    assert validation(3) != validation(4)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(validation_split=0.2), r"subset=None: with these splits give subset= one of \['training', 'validation'\]"),
+    (dict(subset="validation"), r"subset='validation' needs validation_split="),
+    (dict(validation_split=1.5, subset="training"), r"validation_split=1.5 must be a fraction between 0 and 1"),
+    (dict(validation_split=0.6, test_split=0.5, subset="test"), r"validation_split \+ test_split = 1.1 leaves nothing"),
+    (dict(validation_split=0.5, test_split=0.4, subset="test"), r"class 'cat' has 7 image\(s\), too few"),
+])
+def test_directory_split_errors_say_what_to_pass(class_folder, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        data.from_directory(class_folder, image_size=16, **kwargs)
+
+
+def test_a_folder_without_class_folders_of_images_is_refused(tmp_path):
+    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(ValueError, match="has no images in sub-folders"):
+        data.from_directory(str(tmp_path))
+
+
+def test_digits_slices_are_disjoint_and_cover_their_split():
+    def labels_and_images(split):
+        images, labels = first_batch(data.load("digits", split, batch_size=2000, shuffle=False))
+        return images, labels
+
+    whole, head, tail = (labels_and_images(split) for split in ("train", "train[:90%]", "train[90%:]"))
+    assert len(head[1]) == 1293 and len(tail[1]) == 144
+    np.testing.assert_array_equal(np.concatenate([head[0], tail[0]]), whole[0])
+    np.testing.assert_array_equal(labels_and_images("test[10:20]")[0], labels_and_images("test")[0][10:20])
+
+
+def test_tfds_split_slices_are_disjoint_whatever_the_shuffling(tmp_path):
+    import tensorflow_datasets as tfds
+
+    class KzooDistinctDigits(tfds.testing.DummyMnist, skip_registration=True):
+        """50 distinct images per split (DummyMnist's are all alike), in supervised form."""
+
+        def _info(self):
+            features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(28, 28, 1)),
+                                                   "label": tfds.features.ClassLabel(num_classes=10)})
+            return tfds.core.DatasetInfo(builder=self, features=features, supervised_keys=("image", "label"))
+
+        def _generate_examples(self):
+            for index in range(50):
+                yield index, {"image": np.full((28, 28, 1), index, np.uint8), "label": index % 10}
+
+    builder = KzooDistinctDigits(data_dir=str(tmp_path))
+    builder.download_and_prepare()
+    original = data.datasets._tfds_split
+
+    def read(name, split, data_dir, download, shuffle_files):  # data.load's reader, on this builder.
+        return builder.as_dataset(split=split, as_supervised=True, shuffle_files=shuffle_files), builder
+
+    data.datasets._tfds_split = read
+    try:
+        parts = [image_hashes(data.load("any", split, batch_size=7, seed=seed, shuffle=shuffle))
+                 for split, seed, shuffle in (("train[:80%]", None, True), ("train[80%:90%]", 1, False),
+                                              ("train[90%:]", None, True))]
+    finally:
+        data.datasets._tfds_split = original
+    assert [len(part) for part in parts] == [40, 5, 5]
+    assert len({**parts[0], **parts[1], **parts[2]}) == 50
+
+
+@pytest.mark.parametrize("images, labels, kwargs, message", [
+    (np.full((4, 8, 8), 300.0), [0, 1, 2, 3], {}, r"images has float values from 300 to 300, outside \[0, 1\].*divide 0-255 floats by 255"),
+    (np.full((4, 8, 8), -0.5), [0, 1, 2, 3], {}, r"from -0.5 to -0.5.*Normalised images"),
+    (np.full((4, 8, 8), np.nan), [0, 1, 2, 3], {}, r"images contains NaN or infinite values"),
+    (np.full((4, 8, 8), 1.5), [0, 1, 2, 3], {}, r"images has float values from 1.5 to 1.5"),
+    (np.full((4, 8, 8), 1000, np.int32), [0, 1, 2, 3], {}, r"integers from 1000 to 1000, outside 0-255"),
+    (np.zeros((0, 8, 8)), [], {}, r"images is empty"),
+    (np.zeros((4, 3, 8, 8)), [0, 1, 2, 3], {}, r"look channels-first.*np.transpose"),
+    (np.zeros((4, 8, 8)), [0, 1, -1, 3], {}, r"labels has a negative class id \(-1\)"),
+    (np.zeros((4, 8, 8)), [0, 1, 2.5, 3], {}, r"labels has values that are not integers \(e.g. 2.5\)"),
+    (np.zeros((4, 8, 8)), [0, 1, 2, 3], dict(num_classes=3), r"class id 3, but there are num_classes=3"),
+    (np.zeros((4, 8, 8)), np.eye(4), {}, r"labels has shape \(4, 4\).*labels.argmax\(axis=1\)"),
+    (np.zeros((4, 8, 8)), [0, 1, 2], {}, r"labels has 3 labels for 4 images"),
+])
+def test_from_arrays_refuses_what_it_would_otherwise_train_on_silently(images, labels, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        data.from_arrays(images, np.asarray(labels), **kwargs)
+
+
+def test_float_pixels_in_0_255_are_read_as_such_with_one_logged_line(caplog):
+    pixels = np.random.RandomState(0).randint(0, 256, (20, 8, 8, 1)).astype("uint8")
+    with caplog.at_level("WARNING", logger="kzoo"):
+        as_float = all_images(data.from_arrays(pixels.astype("float32"), np.arange(20) % 2, shuffle=False))
+    assert [record.getMessage() for record in caplog.records] == [
+        "images: float pixels from 0 to 255 read as 0-255 and scaled by 1/255 to kzoo's [0, 1]."]
+    np.testing.assert_array_equal(as_float, all_images(data.from_arrays(pixels, np.arange(20) % 2, shuffle=False)))
+    assert 0.0 <= as_float.min() and as_float.max() == 1.0
+
+
+def test_a_pipeline_stops_at_a_bad_image_or_label_with_a_message_that_says_so():
+    def first(images, labels, **kwargs):
+        return next(iter(data.pipeline(tf.data.Dataset.from_tensor_slices((images, labels)), batch_size=4,
+                                      shuffle=False, **kwargs)))
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"kzoo: a float image in the dataset is outside \[0, 1\]"):
+        first(np.full((4, 8, 8, 1), 255.0, "float32"), np.zeros(4, "int32"))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"kzoo: a label in the dataset is outside 0 to 2"):
+        first(np.zeros((4, 8, 8, 1), "float32"), np.array([0, 1, 2, 3]), num_classes=3)
+    images, labels = first(np.zeros((4, 8, 8, 1), "uint8"), np.array([0, 1, 2, 2]), num_classes=3)
+    assert images.dtype == tf.float32 and labels.numpy().tolist() == [0, 1, 2, 2]

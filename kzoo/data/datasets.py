@@ -8,12 +8,14 @@ and resize, cache, shuffle, batch, augment the whole batch, prefetch.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from kzoo.data import augment as augment_lib
+from kzoo.data import checks
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -164,10 +166,35 @@ def _digits(split: str):
     images = tf.image.resize(images, (28, 28), method="bilinear").numpy()
     labels = digits.target.astype("int32")
     cut = 1437  # 80% / 20%, in the file's order (the same every time).
-    splits = {"train": slice(0, cut), "test": slice(cut, None), "all": slice(None)}
-    if split not in splits:
-        raise ValueError(f"split={split!r}: the digits dataset has 'train', 'test' and 'all'.")
-    return images[splits[split]], labels[splits[split]]
+    chosen = _split_slice(split, {"train": (0, cut), "test": (cut, len(labels)), "all": (0, len(labels))})
+    return images[chosen], labels[chosen]
+
+
+_SPLIT = re.compile(r"^(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
+
+
+def _split_slice(split: str, splits: dict) -> slice:
+    """A TFDS-style split string ("train", "train[:90%]", "train[90%:]", "test[10:20]") as a slice.
+
+    Percent boundaries round to the closest example, as TFDS does, so
+    "train[:90%]" and "train[90%:]" are disjoint and cover "train".
+    """
+    match = _SPLIT.match(split.replace(" ", "")) if isinstance(split, str) else None
+    if not match or match.group(1) not in splits:
+        raise ValueError(
+            f"split={split!r}: the digits dataset has {', '.join(map(repr, splits))}, each sliceable as TFDS "
+            "splits are, e.g. 'train[:90%]' and 'train[90%:]' (training and validation)."
+        )
+    start, stop = splits[match.group(1)]
+    size = stop - start
+
+    def boundary(text, default):
+        if text is None:
+            return default
+        value = round(size * int(text[:-1]) / 100) if text.endswith("%") else int(text)
+        return min(max(value + size if value < 0 else value, 0), size)
+
+    return slice(start + boundary(match.group(2), 0), start + boundary(match.group(3), size))
 
 
 def _augment_parallelism(parallel_augment: bool | None, seed: int | None):
@@ -213,29 +240,44 @@ def from_arrays(
     seed: int | None = None,
     num_classes: int | None = None,
 ) -> tf.data.Dataset:
-    """A pipeline over NumPy arrays: uint8 images are scaled to [0, 1].
+    """A pipeline over NumPy arrays of images and class ids.
 
     Args:
-        images: Array (n, height, width[, channels]); uint8 0-255 or float in [0, 1].
+        images: Array (n, height, width[, channels]), channels last: uint8
+            0-255, or float in [0, 1]. Float pixels in 0-255 (what
+            `x.astype("float32")` gives) are scaled by 1/255, with one logged
+            line; other values are refused (see `kzoo.data.checks`).
         labels: Integer class ids, shape (n,).
-        Others: as in `load`; `num_classes` defaults to `max(labels) + 1`.
+        num_classes: Class ids must be below it; default `max(labels) + 1`.
+        Others: as in `load`.
 
     Raises:
-        ValueError: If images and labels differ in length or rank is wrong.
+        ValueError: For no images, images and labels of different lengths, a
+            wrong rank, NaN or out-of-range pixels, or labels that are not
+            class ids below `num_classes`; each message says what to pass.
     """
-    images, labels = np.asarray(images), np.asarray(labels)
+    images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
-    if images.ndim != 4 or len(images) != len(labels):
+    if images.ndim != 4:
         raise ValueError(
-            f"from_arrays needs images of shape (n, height, width[, channels]) and n labels; "
-            f"got images {images.shape} and labels {labels.shape}."
+            f"from_arrays needs images of shape (n, height, width[, channels]); got images {images.shape} "
+            f"and labels {np.shape(labels)}."
         )
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
+    if images.shape[-1] not in (1, 3, 4) and images.shape[1] in (1, 3):
+        raise ValueError(f"from_arrays got images of shape {images.shape}, which look channels-first; kzoo "
+                         "takes channels last: np.transpose(images, (0, 2, 3, 1)).")
+    images = checks.unit_images(images, "images", keep_uint8=True)
+    labels = checks.class_ids(labels, "labels", num_classes=num_classes, count=len(images))
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     return pipeline(
         dataset, batch_size=batch_size, image_size=image_size, augment=augment, shuffle=shuffle,
         cache=cache, seed=seed, num_classes=num_classes or int(labels.max()) + 1,
     )
+
+
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # What keras.utils.image_dataset_from_directory reads.
+SUBSETS = ("training", "validation", "test")
 
 
 def from_directory(
@@ -248,42 +290,114 @@ def from_directory(
     cache: bool | str = True,
     seed: int | None = None,
     validation_split: float | None = None,
+    test_split: float | None = None,
     subset: str | None = None,
 ) -> tf.data.Dataset:
     """A pipeline over a folder with one sub-folder of images per class.
 
-    Class ids follow the sorted sub-folder names (as in
-    `keras.utils.image_dataset_from_directory`, which reads the files).
+    Class ids follow the sorted sub-folder names, as in
+    `keras.utils.image_dataset_from_directory`. Its split is not used: it
+    cuts the file list after shuffling it only when `shuffle=True`, so a
+    "training" call and a `shuffle=False` "validation" call overlap, and it
+    is not stratified. Here the split depends on `seed` and the fractions
+    only: the subsets never share a file, together they are the whole folder,
+    and each class is split in the same proportion.
 
     Args:
         path: The folder.
         image_size: Every image is resized to this (int or (height, width)).
-        validation_split, subset: Hold out a fraction ("training"/"validation").
+        validation_split, test_split: Fractions of each class held out as
+            the "validation" and "test" subsets.
+        subset: "training", "validation" or "test"; needed with a split.
+        seed: Shuffles and augments repeatably, and chooses the split (seed
+            0 when None, so that separate calls agree).
         Others: as in `load`.
 
     Returns:
         The pipeline; its `class_names` attribute lists the folders in id order.
-    """
-    import keras
 
-    if not os.path.isdir(path):
-        raise ValueError(f"from_directory: {path!r} is not a folder; give a folder with one sub-folder per class.")
+    Raises:
+        ValueError: For a path that is not a folder of class folders with
+            images, a bad split or subset, or a class too small to split.
+    """
+    files, labels, class_names = _files_per_class(path)
+    files, labels = _subset(files, labels, class_names, validation_split, test_split, subset,
+                            seed if seed is not None else 0)
+    if shuffle:  # Mixed classes before the cache, so the shuffle buffer need not hold the whole folder.
+        order = np.random.default_rng(seed).permutation(len(files))
+        files, labels = files[order], labels[order]
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    files = keras.utils.image_dataset_from_directory(
-        path, labels="inferred", label_mode="int", batch_size=None, image_size=size,
-        shuffle=shuffle, seed=seed if seed is not None else 0,
-        validation_split=validation_split, subset=subset, verbose=False,
-    )
-    class_names = files.class_names
-    # Keras returns resized float pixels in 0-255: back to uint8, so the shared
-    # pipeline caches them compactly and converts per batch as for any source.
-    files = files.map(lambda x, y: (tf.saturate_cast(tf.round(x), tf.uint8), y), num_parallel_calls=AUTOTUNE)
+
+    def read(file, label):
+        image = tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
+        image.set_shape((None, None, 3))
+        return image, label
+
+    dataset = tf.data.Dataset.from_tensor_slices((files, labels)).map(read, num_parallel_calls=AUTOTUNE)
     dataset = pipeline(
-        files, batch_size=batch_size, image_size=None, augment=augment, shuffle=shuffle,
+        dataset, batch_size=batch_size, image_size=size, augment=augment, shuffle=shuffle,
         cache=cache, seed=seed, num_classes=len(class_names),
     )
     dataset.class_names = class_names
     return dataset
+
+
+def _files_per_class(path: str):
+    """(files, labels, class names) of a folder with one sub-folder of images per class, in sorted order."""
+    if not os.path.isdir(path):
+        raise ValueError(f"from_directory: {path!r} is not a folder; give a folder with one sub-folder per class.")
+    class_names = sorted(entry for entry in os.listdir(path) if os.path.isdir(os.path.join(path, entry)))
+    files, labels = [], []
+    for label, name in enumerate(class_names):
+        found = sorted(
+            os.path.join(root, file)
+            for root, _, names in os.walk(os.path.join(path, name)) for file in names
+            if file.lower().endswith(IMAGE_EXTENSIONS)
+        )
+        files += found
+        labels += [label] * len(found)
+    if not files:
+        raise ValueError(
+            f"from_directory: {path!r} has no images in sub-folders ({', '.join(IMAGE_EXTENSIONS)}); give a "
+            "folder with one sub-folder of images per class, e.g. photos/cat/1.jpg, photos/dog/2.jpg."
+        )
+    return np.array(files), np.array(labels, dtype=np.int32), class_names
+
+
+def _subset(files, labels, class_names, validation_split, test_split, subset, seed):
+    """The files of one subset: each class shuffled by `seed` and cut at the same fractions."""
+    fractions = {"validation": validation_split or 0.0, "test": test_split or 0.0}
+    for name, fraction in (("validation_split", validation_split), ("test_split", test_split)):
+        if fraction is not None and not 0.0 < fraction < 1.0:
+            raise ValueError(f"{name}={fraction!r} must be a fraction between 0 and 1, e.g. 0.2.")
+    if sum(fractions.values()) >= 1.0:
+        raise ValueError(f"validation_split + test_split = {sum(fractions.values()):g} leaves nothing to train on; "
+                         "keep their sum below 1.")
+    split = any(fractions.values())
+    if not split:
+        if subset is not None:
+            raise ValueError(f"subset={subset!r} needs validation_split= (or test_split=) to cut the folder.")
+        return files, labels
+    wanted = [name for name in SUBSETS if name == "training" or fractions[name]]
+    if subset not in wanted:
+        raise ValueError(f"subset={subset!r}: with these splits give subset= one of {wanted}; call from_directory "
+                         "once per subset, with the same seed and fractions.")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label, name in enumerate(class_names):
+        members = np.flatnonzero(labels == label)[rng.permutation(int((labels == label).sum()))]
+        counts = {key: max(1, round(len(members) * value)) if value else 0 for key, value in fractions.items()}
+        if len(members) - sum(counts.values()) < 1:
+            raise ValueError(
+                f"from_directory: class {name!r} has {len(members)} image(s), too few to give every subset one; "
+                "add images to it, or use smaller validation_split/test_split."
+            )
+        cuts = {"validation": members[:counts["validation"]],
+                "test": members[counts["validation"]:counts["validation"] + counts["test"]],
+                "training": members[counts["validation"] + counts["test"]:]}
+        chosen.append(cuts[subset])
+    chosen = np.sort(np.concatenate(chosen))
+    return files[chosen], labels[chosen]
 
 
 def pipeline(
@@ -301,9 +415,15 @@ def pipeline(
 ) -> tf.data.Dataset:
     """The shared order: decode/resize, cache, shuffle, batch, augment, prefetch.
 
+    Each element is checked as it is first read (`kzoo.data.checks`): a float
+    image outside [0, 1] (or NaN) or a label that is not a class id below
+    `num_classes` stops the pipeline with an error that says so. Float
+    images in 0-255 are refused here, since a stream cannot be told from a
+    dark image: make them uint8, or divide by 255.
+
     Args:
-        dataset: Unbatched `(image, label)` elements; images uint8 or float.
-        num_classes: Needed by MixUp/CutMix for one-hot labels.
+        dataset: Unbatched `(image, label)` elements; images uint8 0-255 or float in [0, 1].
+        num_classes: Labels must be below it; needed by MixUp/CutMix for one-hot labels.
         shuffle_buffer: Shuffle buffer size (elements).
         parallel_augment: Augment several batches at once. Default: yes when a
             GPU or TPU trains (the CPU is free for the pipeline), no on a
@@ -324,7 +444,7 @@ def pipeline(
             image = tf.saturate_cast(tf.round(resized), tf.uint8) if image.dtype == tf.uint8 else resized
         if image.dtype != tf.uint8:
             image = tf.cast(image, tf.float32)
-        return image, tf.cast(label, tf.int32)
+        return checks.checked_in_graph(image, label, num_classes)
 
     dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE)
     if cache:
@@ -338,5 +458,7 @@ def pipeline(
     else:
         dataset = dataset.map(batch_augment, num_parallel_calls=_augment_parallelism(parallel_augment, seed))
     options = tf.data.Options()
-    options.deterministic = seed is not None
-    return dataset.prefetch(AUTOTUNE).with_options(options)
+    options.deterministic = seed is not None or not shuffle  # Unshuffled data keeps its order.
+    dataset = dataset.prefetch(AUTOTUNE).with_options(options)
+    dataset.num_classes = num_classes  # For fit's check against the model's outputs.
+    return dataset
