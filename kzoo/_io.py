@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary file in the same folder, then a rename."""
+"""Atomic file writes (a temporary file in the same folder, then a rename) and the optional plotting import."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import tempfile
 def atomic_write(path: str, write, suffix: str = "") -> str:
     """Calls `write(temporary_path)` and renames the result to `path`.
 
-    Nothing half-written is left behind: on failure the temporary file is removed.
+    Nothing half-written is left behind: on failure the temporary file is
+    removed. The file gets the usual mode (0o666 less the umask), not the
+    owner-only mode of a temporary file.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -18,12 +20,42 @@ def atomic_write(path: str, write, suffix: str = "") -> str:
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # The only way to read it is to set it: put it back at once.
+    os.umask(mask)
+    return mask
+
+
+class PlottingUnavailableError(ImportError):
+    """matplotlib, an optional extra, is not installed."""
+
+
+def pyplot(what: str):
+    """`matplotlib.pyplot` on the Agg backend.
+
+    Raises:
+        PlottingUnavailableError: When matplotlib is not installed; the
+            message names `what` needed it and how to install it.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise PlottingUnavailableError(
+            f"{what} needs matplotlib, which is not installed: pip install 'kzoo[plot]' (or matplotlib)."
+        ) from error
+    return plt
 
 
 def save_figure(figure, path: str) -> str:

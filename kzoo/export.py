@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo._io import atomic_write, save_json
+from kzoo.data import checks
 
 MODES = ("float32", "dynamic", "float16", "int8", "edgetpu")
 MODE_NOTES = {
@@ -46,10 +47,11 @@ def to_tflite(model, path: str, *, mode: str = "float32", representative_data=No
         mode: One of "float32", "dynamic", "float16", "int8", "edgetpu".
         representative_data: Calibration images for "int8" and "edgetpu": a
             dataset (or iterable) of image batches or `(images, labels)`
-            batches. Fed to the converter one image at a time. A
-            quantization-aware model needs none.
-        verify_data: `(images, labels)` batches to compare the `.tflite` with
-            the Keras model on (agreement, accuracies, max difference).
+            batches, or an image array; images as the model takes them (in
+            [0, 1], or uint8 0-255: see `kzoo.data.checks`). Fed to the
+            converter one image at a time. A quantization-aware model needs none.
+        verify_data: `(images, labels)` batches (or arrays) to compare the
+            `.tflite` with the Keras model on (agreement, accuracies, max difference).
         overwrite: Replace an existing file (otherwise it is kept and this raises).
         calibration_samples: Images taken from `representative_data`.
         min_agreement: If set, the file is kept only when its top-1
@@ -63,7 +65,7 @@ def to_tflite(model, path: str, *, mode: str = "float32", representative_data=No
 
     Raises:
         ValueError: Bad mode, missing or empty calibration data, or data whose
-            image shape does not fit the model's input.
+            image shape, values or labels do not fit the model (as `kzoo.data.checks` says).
         FileExistsError: `path` exists and `overwrite` is False.
         ExportError: "edgetpu" output still has float operators, or the
             agreement is below `min_agreement`. Nothing is written then.
@@ -158,16 +160,10 @@ def _configure(converter, mode, samples):
 
 
 def _images(data, input_shape, limit, argument):
-    """Up to `limit` single images from batches (or `(images, labels)` batches), shape-checked."""
+    """Up to `limit` single images from batches (or `(images, labels)` batches, or an array), checked."""
     images = []
-    for batch in data:
-        batch = batch[0] if isinstance(batch, (tuple, list)) else batch
-        batch = np.asarray(batch, dtype=np.float32)
-        if batch.shape[1:] != input_shape:
-            raise ValueError(
-                f"{argument} has images of shape {batch.shape[1:]}, the model takes {input_shape}: "
-                "resize them (e.g. kzoo.data.load(..., image_size=...)) or export a model built for that shape."
-            )
+    for batch, _ in checks.batches(data, argument):
+        checks.fits_model(batch.shape[1:], input_shape, argument)
         images.extend(batch[: limit - len(images)])
         if len(images) >= limit:
             break
@@ -268,7 +264,8 @@ def verify(path: str, data, *, reference=None, num_threads: int | None = None, m
 
     Args:
         path: The `.tflite` file.
-        data: Batched `(images, labels)`; int or one-hot labels.
+        data: Batched `(images, labels)` (int or one-hot labels), or a tuple
+            of arrays; images as `kzoo.data.checks` takes them.
         reference: The Keras model it came from (Keras 3 or tf_keras).
         num_threads: Interpreter threads.
         max_samples: Stop after this many images.
@@ -279,14 +276,8 @@ def verify(path: str, data, *, reference=None, num_threads: int | None = None, m
     """
     tflite = TFLiteModel(path, num_threads)
     outputs, expected, labels, latencies = [], [], [], []
-    for batch in data:
-        images, batch_labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
-        images = np.asarray(images, np.float32)
-        if images.shape[1:] != tflite.input_shape:
-            raise ValueError(
-                f"verify data has images of shape {images.shape[1:]}, {path} takes {tflite.input_shape}: "
-                "resize the data (kzoo.data.load(..., image_size=...))."
-            )
+    for images, batch_labels in checks.batches(data, "verify data"):
+        checks.fits_model(images.shape[1:], tflite.input_shape, f"verify data (for {path})")
         if max_samples is not None:
             images = images[: max_samples - len(outputs)]
         for image in images:
@@ -296,8 +287,7 @@ def verify(path: str, data, *, reference=None, num_threads: int | None = None, m
         if reference is not None:
             expected.append(np.asarray(reference(images, training=False)))
         if batch_labels is not None:
-            batch_labels = np.asarray(batch_labels)[: len(images)]
-            labels.append(batch_labels.argmax(-1) if batch_labels.ndim == 2 else batch_labels)
+            labels.append(batch_labels[: len(images)])
         if max_samples is not None and len(outputs) >= max_samples:
             break
     if not outputs:

@@ -9,6 +9,7 @@ CSV/TensorBoard logs there.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import keras
@@ -16,7 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo import distribute
-from kzoo._io import atomic_write, save_figure, save_json
+from kzoo._io import PlottingUnavailableError, atomic_write, pyplot, save_figure, save_json
+from kzoo.data import checks
 
 OPTIMIZERS = ("auto", "adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
@@ -25,10 +27,11 @@ _DEFAULT_LEARNING_RATE = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.1}
 
 def fit(
     model,
-    train: tf.data.Dataset,
-    val: tf.data.Dataset | None = None,
+    train,
+    val=None,
     *,
     epochs: int,
+    batch_size: int | None = None,
     optimizer="auto",
     learning_rate: float | None = None,
     weight_decay: float = 0.0,
@@ -54,9 +57,12 @@ def fit(
         train: Batched `(images, labels)` dataset; int labels, or one-hot
             float labels (after MixUp/CutMix). Its batch size is the global
             batch: a strategy splits each batch over all its replicas (every
-            device of every worker), so the learning rate goes with it.
-        val: Optional validation dataset of the same form.
+            device of every worker), so the learning rate goes with it. Or a
+            tuple `(images, labels)` of NumPy arrays, which goes through
+            `kzoo.data.from_arrays` (checked, shuffled with `seed`).
+        val: Optional validation data of the same form (arrays are not shuffled).
         epochs: Number of epochs.
+        batch_size: For arrays only (default 32); a dataset has its own.
         optimizer: "auto" (Adam; AdamW when `weight_decay`), "adam", "adamw",
             "sgd" (momentum 0.9), or a `keras.optimizers.Optimizer` (a
             tf_keras one under "multi_worker").
@@ -86,7 +92,11 @@ def fit(
         backup_every_steps: Also back up every this many steps (default: at
             the end of each epoch). Keras restores the latest backup and
             restarts the interrupted epoch from its first batch.
-        seed: Seeds Python, NumPy and the backend.
+        seed: Seeds Python, NumPy and the backend (`keras.utils.set_random_seed`)
+            first, so that a model built here (`model` a function), arrays'
+            shuffling, dropout and the training step repeat exactly. A model
+            passed built already drew its weights: seed before building it
+            (as the recipes do), or pass the function that builds it.
         callbacks: More Keras callbacks (they run after kzoo's); tf_keras
             callbacks under "multi_worker" (they see the twin).
         steps_per_epoch: Needed when `train` has no known length.
@@ -97,7 +107,8 @@ def fit(
         "multi_worker": the Keras 3 model holding the trained weights).
 
     Raises:
-        ValueError: For bad arguments, each named with what is allowed.
+        ValueError: For bad arguments, each named with what is allowed, and
+            data that does not fit the model (image shape, classes, values).
         RuntimeError: Under "multi_worker", when a worker is lost; it says how
             the job resumes.
     """
@@ -107,6 +118,7 @@ def fit(
         raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1).")
     if seed is not None:
         keras.utils.set_random_seed(seed)
+    train, val = _datasets(model, train, val, batch_size, seed)
     distribution = distribute.strategy(strategy)
     policy = distribute.precision_policy(mixed_precision, distribution)
     compile_for = functools.partial(
@@ -147,6 +159,54 @@ def _run_fit(trained, train, val, *, epochs, steps_per_epoch, callbacks, verbose
     )
 
 
+def _datasets(model, train, val, batch_size, seed):
+    """`(train, val)` as datasets: arrays go through `kzoo.data.from_arrays`, with the model's class count."""
+    from kzoo import data
+
+    def is_arrays(value):
+        return isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], np.ndarray)
+
+    if batch_size is not None and not is_arrays(train):
+        raise ValueError(f"batch_size={batch_size!r} is for (images, labels) arrays; a dataset has its own batch "
+                         "size: set it where the dataset is made (kzoo.data.load(..., batch_size=...)).")
+    num_classes = model.outputs[0].shape[-1] if isinstance(model, keras.Model) else None
+
+    def as_dataset(value, name, shuffle):
+        if not is_arrays(value):
+            return value
+        try:
+            return data.from_arrays(*value, batch_size=batch_size or 32, shuffle=shuffle, seed=seed,
+                                    num_classes=num_classes)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+
+    return as_dataset(train, "train", True), as_dataset(val, "val", False)
+
+
+def check_data_fits(trained, train, val=None) -> None:
+    """Refuses datasets whose images or classes do not fit a model (Keras 3 or tf_keras), before anything trains.
+
+    Raises:
+        ValueError: For batches that are not `(images, labels)`, images of
+            another channel count or size than the model's input, or a kzoo
+            pipeline with more classes than the model outputs.
+    """
+    num_classes = trained.outputs[0].shape[-1]
+    for name, dataset in (("train", train), ("val", val)):
+        if dataset is None:
+            continue
+        spec = dataset.element_spec
+        if not isinstance(spec, tuple) or len(spec) < 2:
+            raise ValueError(f"{name} must give (images, labels) batches; it gives {spec}.")
+        checks.fits_model(spec[0].shape[1:], trained.inputs[0].shape[1:], name)
+        classes = getattr(dataset, "num_classes", None)
+        if classes is not None and num_classes is not None and classes > num_classes:
+            raise ValueError(
+                f"{name} has {classes} classes but the model outputs {num_classes}: build it with "
+                f"num_classes={classes}."
+            )
+
+
 def _compile(trained, train, val, *, library, policy, optimizer, learning_rate, weight_decay, schedule,
              warmup_epochs, epochs, steps, label_smoothing, jit_compile):
     """Compiles `trained`, a `library` (keras or tf_keras) model, in the current scope.
@@ -154,6 +214,7 @@ def _compile(trained, train, val, *, library, policy, optimizer, learning_rate, 
     Returns:
         `(train, val)`, with one-hot labels when label smoothing needs them.
     """
+    check_data_fits(trained, train, val)
     num_classes = trained.outputs[0].shape[-1]
     sparse = len(train.element_spec[1].shape) == 1
     if label_smoothing and sparse:  # Keras' sparse loss has no smoothing: one-hot the labels.
@@ -304,12 +365,12 @@ def plot_history(history, path: str) -> str:
 
     Returns:
         The path written.
+
+    Raises:
+        kzoo._io.PlottingUnavailableError (an ImportError): Without
+            matplotlib (`pip install 'kzoo[plot]'`).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot("training.plot_history")
     logs = _history_dict(history)
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("loss", "accuracy")):
@@ -340,32 +401,39 @@ def _history_dict(history) -> dict:
             if key != "epoch" and any(row[key] != "NA" for row in rows)}
 
 
-def evaluate(model: keras.Model, data: tf.data.Dataset, *, plot_confusion: str | None = None,
-             class_names=None) -> dict:
+def evaluate(model: keras.Model, data, *, plot_confusion: str | None = None, class_names=None) -> dict:
     """Accuracy, loss and confusion matrix of a model on a labelled dataset.
 
     Args:
         model: A classifier (softmax or logits output).
-        data: Batched `(images, labels)`; int or one-hot labels.
+        data: Batched `(images, labels)`, int or one-hot labels, or a tuple
+            `(images, labels)` of arrays; images as `kzoo.data.checks` takes them.
         plot_confusion: If given, a PNG path for the confusion matrix.
         class_names: Tick labels for the plot.
 
     Returns:
         `{"accuracy", "loss", "num_examples", "confusion_matrix"}` (rows: true
         class, columns: predicted class).
+
+    Raises:
+        ValueError: For images that do not fit the model, labels beyond its
+            classes, or a batch without labels.
     """
     probabilities, labels = [], []
-    for images, batch_labels in data:
+    num_classes = model.outputs[0].shape[-1]
+    for images, batch_labels in checks.batches(data, "data"):
+        checks.fits_model(images.shape[1:], model.inputs[0].shape[1:], "data")
+        if batch_labels is None:
+            raise ValueError("evaluate needs (images, labels) batches; this data has images only.")
+        checks.class_ids(batch_labels, "data's labels", num_classes=num_classes)
         outputs = np.asarray(model(images, training=False), dtype="float64")
         if not outputs_probabilities(model):
             outputs = np.exp(outputs - outputs.max(axis=1, keepdims=True))
             outputs /= outputs.sum(axis=1, keepdims=True)
         probabilities.append(outputs)
-        batch_labels = np.asarray(batch_labels)
-        labels.append(batch_labels.argmax(axis=1) if batch_labels.ndim == 2 else batch_labels)
+        labels.append(batch_labels)
     probabilities, labels = np.concatenate(probabilities), np.concatenate(labels).astype(int)
     predictions = probabilities.argmax(axis=1)
-    num_classes = probabilities.shape[1]
     confusion = np.zeros((num_classes, num_classes), dtype=int)
     np.add.at(confusion, (labels, predictions), 1)
     result = {
@@ -375,16 +443,18 @@ def evaluate(model: keras.Model, data: tf.data.Dataset, *, plot_confusion: str |
         "confusion_matrix": confusion.tolist(),
     }
     if plot_confusion:
-        _plot_confusion(confusion, plot_confusion, class_names)
+        plot_confusion_matrix(confusion, plot_confusion, class_names)
     return result
 
 
-def _plot_confusion(confusion, path, class_names):
-    import matplotlib
+def plot_confusion_matrix(confusion, path: str, class_names=None) -> str:
+    """Writes a confusion matrix (rows: true class, columns: predicted) as a PNG; returns the path.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Raises:
+        kzoo._io.PlottingUnavailableError (an ImportError): Without matplotlib.
+    """
+    plt = pyplot("the confusion-matrix plot")
+    confusion = np.asarray(confusion)
     size = len(confusion)
     names = class_names or [str(i) for i in range(size)]
     figure, axis = plt.subplots(figsize=(max(4, size * 0.5), max(4, size * 0.5)))
@@ -400,21 +470,23 @@ def _plot_confusion(confusion, path, class_names):
     figure.tight_layout()
     save_figure(figure, path)
     plt.close(figure)
+    return path
 
 
-def save_artifacts(output_dir: str, model: keras.Model, history, test: tf.data.Dataset, **facts) -> dict:
+def save_artifacts(output_dir: str, model: keras.Model, history, test, **facts) -> dict:
     """Writes what a training run leaves behind, each file atomically.
 
-    `model.keras`, `curves.png`, `confusion.png` and `metrics.json` (test
-    accuracy and loss, parameters, and the given `facts`) go to `output_dir`.
+    `model.keras` first, then `metrics.json` (test accuracy and loss,
+    parameters, and the given `facts`), then the pictures `curves.png` and
+    `confusion.png`. Without matplotlib (an optional extra) the pictures are
+    skipped with one logged line that says how to get them; nothing else is lost.
 
     Returns:
         The metrics written to `metrics.json`.
     """
     os.makedirs(output_dir, exist_ok=True)
     atomic_write(os.path.join(output_dir, "model.keras"), model.save, suffix=".keras")
-    plot_history(history, os.path.join(output_dir, "curves.png"))
-    report = evaluate(model, test, plot_confusion=os.path.join(output_dir, "confusion.png"))
+    report = evaluate(model, test)
     metrics = {
         "model": model.name,
         "params": model.count_params(),
@@ -425,7 +497,19 @@ def save_artifacts(output_dir: str, model: keras.Model, history, test: tf.data.D
         **facts,
     }
     save_json(metrics, os.path.join(output_dir, "metrics.json"))
+    pictures = {"curves.png": lambda path: plot_history(history, path),
+                "confusion.png": lambda path: plot_confusion_matrix(report["confusion_matrix"], path,
+                                                                    getattr(test, "class_names", None))}
+    try:
+        for name, draw in pictures.items():
+            draw(os.path.join(output_dir, name))
+    except PlottingUnavailableError:
+        logging.getLogger("kzoo").warning(
+            "Skipped %s in %s: matplotlib is not installed (pip install 'kzoo[plot]'); the model and "
+            "metrics.json are written.", " and ".join(pictures), output_dir,
+        )
     return metrics
 
 
-__all__ = ["evaluate", "fit", "learning_rate_schedule", "outputs_probabilities", "plot_history", "save_artifacts"]
+__all__ = ["check_data_fits", "evaluate", "fit", "learning_rate_schedule", "outputs_probabilities",
+           "plot_confusion_matrix", "plot_history", "save_artifacts"]

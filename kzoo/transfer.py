@@ -14,6 +14,7 @@ import numpy as np
 
 from kzoo import training
 from kzoo import weights as weights_lib
+from kzoo.data import checks
 from kzoo.models import _registry
 
 MODES = ("head", "top", "full")
@@ -280,25 +281,29 @@ def features(backbone, data, *, weights="imagenet", input_shape=None, pooling: s
         backbone: A registry name (built with `feature_extractor` and the
             other arguments), a model from `build` (its `head_pool` output),
             or any Keras model (its output).
-        data: A batched dataset of images or of `(images, labels)`, or an
-            array of images in [0, 1].
+        data: A batched dataset of images or of `(images, labels)`, an
+            array of images, or a tuple `(images, labels)` of arrays; images
+            in [0, 1] or uint8 0-255, as `kzoo.data.checks` takes them.
         weights, input_shape, pooling, preprocessing: For a registry name, as in `build`.
 
     Returns:
-        The embeddings, shape (images, dimensions), float32; for a labelled
-        dataset, the tuple `(embeddings, labels)` with integer labels, read in
+        The embeddings, shape (images, dimensions), float32; for labelled
+        data, the tuple `(embeddings, labels)` with integer labels, read in
         the same pass (so a shuffling dataset stays aligned).
+
+    Raises:
+        ValueError: For images that do not fit the backbone or lie outside
+            the contract, and labels that are not class ids.
     """
     extractor = _extractor_for(backbone, weights, input_shape, pooling, preprocessing)
-    if isinstance(data, np.ndarray):
-        return np.asarray(extractor.predict(data, verbose=0), dtype="float32")
     embeddings, labels = [], []
-    for batch in data:
-        images, batch_labels = batch if isinstance(batch, tuple) else (batch, None)
-        embeddings.append(np.asarray(extractor.predict_on_batch(images), dtype="float32"))
+    for images, batch_labels in checks.batches(data, "data"):
+        checks.fits_model(images.shape[1:], extractor.inputs[0].shape[1:], "data")
+        many = len(images) > 256  # A whole array: predict in batches.
+        embedded = extractor.predict(images, batch_size=256, verbose=0) if many else extractor.predict_on_batch(images)
+        embeddings.append(np.asarray(embedded, dtype="float32"))
         if batch_labels is not None:
-            batch_labels = np.asarray(batch_labels)
-            labels.append(batch_labels.argmax(axis=1) if batch_labels.ndim == 2 else batch_labels)
+            labels.append(batch_labels)
     embeddings = np.concatenate(embeddings)
     return (embeddings, np.concatenate(labels).astype("int64")) if labels else embeddings
 
@@ -309,7 +314,7 @@ def linear_probe(backbone, train, test, *, weights="imagenet", input_shape=None,
 
     Args:
         backbone, weights, input_shape, pooling, preprocessing: As in `features`.
-        train, test: Labelled batched datasets.
+        train, test: Labelled batched datasets, or `(images, labels)` arrays.
         regularization: Inverse L2 strength (scikit-learn's `C`).
 
     Returns:

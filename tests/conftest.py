@@ -52,3 +52,16 @@ def trained_lenet(digits):
 def images(shape, batch=2, seed=0):
     """A deterministic batch of float32 images in [0, 1]."""
     return np.random.RandomState(seed).uniform(0, 1, (batch, *shape)).astype("float32")
+
+
+def assert_close(actual, expected, rtol=1e-5):
+    """Equal up to float32 round-off on the scale of the values: the largest difference, divided by the
+    largest magnitude of `expected`, is at most `rtol`. oneDNN's float32 results differ between CPUs
+    (AVX2, AVX-512, AMX) in the last digits, so an absolute tolerance tuned on one machine fails on another."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    scale = max(float(np.abs(expected).max()), 1e-30)
+    difference = float(np.abs(actual - expected).max())
+    assert difference <= rtol * scale, (
+        f"largest difference {difference:.3g} is {difference / scale:.3g} of the largest value {scale:.3g} "
+        f"(allowed: {rtol:g})")

@@ -9,7 +9,7 @@ import tf_keras
 
 import kzoo
 from kzoo import compress, data, export
-from tests.conftest import images
+from conftest import assert_close, images
 
 
 def small_input(name):
@@ -35,8 +35,8 @@ def test_bridge_round_trip_keeps_outputs_for_every_registry_model(name):
     back = compress.to_keras(twin)
     assert isinstance(twin, tf_keras.Model) and isinstance(back, keras.Model)
     expected = np.asarray(model(x, training=False))
-    np.testing.assert_allclose(np.asarray(twin(x, training=False)), expected, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(back(x, training=False)), expected, atol=1e-6)
+    assert_close(twin(x, training=False), expected)
+    assert_close(back(x, training=False), expected)
     assert [layer.name for layer in back.layers] == [layer.name for layer in model.layers]
 
 
@@ -48,10 +48,10 @@ def test_bridge_flattens_nested_models_and_takes_sequential_ones():
     twin = compress.to_tf_keras(model)
     assert not any(isinstance(layer, tf_keras.Model) for layer in twin.layers)
     x = images((32, 32, 3))
-    np.testing.assert_allclose(twin(x), model(x), atol=1e-6)
+    assert_close(twin(x), model(x))
     sequential = kzoo.lenet5(sequential=True)
     x = images((28, 28, 1))
-    np.testing.assert_allclose(compress.to_tf_keras(sequential)(x), sequential(x), atol=1e-6)
+    assert_close(compress.to_tf_keras(sequential)(x), sequential(x))
 
 
 def test_bridge_names_a_layer_it_cannot_translate():
@@ -137,3 +137,11 @@ def test_distill_returns_a_trained_student(trained_lenet, digits):
 def test_bad_compression_arguments_get_clear_errors(trained_lenet, digits, call, message):
     with pytest.raises(ValueError, match=message):
         call(trained_lenet, digits[0])
+
+
+def test_compression_refuses_data_that_does_not_fit_the_model(digits):
+    import tensorflow as tf
+
+    rgb = digits[0].map(lambda x, y: (tf.image.grayscale_to_rgb(x), y))
+    with pytest.raises(ValueError, match=r"train has 3-channel images .* the model takes 1 channels"):
+        compress.prune(kzoo.lenet5(), rgb, epochs=1)

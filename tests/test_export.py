@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import assert_close
 
 import kzoo
 from kzoo import cli, export
@@ -104,7 +105,7 @@ def test_to_saved_model_serves_the_same_outputs(trained_lenet, tmp_path):
     path = export.to_saved_model(trained_lenet, str(tmp_path / "saved"))
     loaded = tf.saved_model.load(path)
     x = np.random.RandomState(0).rand(3, 28, 28, 1).astype("float32")
-    np.testing.assert_allclose(loaded.serve(x), trained_lenet(x), atol=1e-6)
+    assert_close(loaded.serve(x), trained_lenet(x))
     with pytest.raises(FileExistsError):
         export.to_saved_model(trained_lenet, path)
 
@@ -120,3 +121,28 @@ def test_cli_export_then_verify(trained_lenet, tmp_path, capsys):
     assert "samples              50" in printed and "accuracy" in printed
     assert cli.main(["export", model_path, "--out", out]) == 2  # Exists: kept, clear message.
     assert "overwrite" in capsys.readouterr().err
+
+
+def test_calibration_and_verify_data_follow_the_image_contract(exports, digits):
+    images, labels = next(iter(digits[1]))
+    pixels = np.round(np.asarray(images) * 255).astype("uint8")
+    as_uint8 = export._images([(pixels, labels)], (28, 28, 1), 50, "representative_data")
+    np.testing.assert_array_equal(as_uint8, export._images([(pixels / 255.0, labels)], (28, 28, 1), 50, "x"))
+    assert as_uint8.dtype == np.float32 and as_uint8.max() == 1.0  # uint8 calibration is scaled, not fed 0-255.
+    with pytest.raises(ValueError, match=r"representative_data has float values from 0 to 255, outside \[0, 1\]"):
+        export._images([(pixels.astype("float32"), labels)], (28, 28, 1), 50, "representative_data")
+    path = exports["float32"]["path"]
+    assert export.verify(path, (pixels, np.asarray(labels)))["accuracy"] == \
+        export.verify(path, [(pixels / 255.0, labels)])["accuracy"]
+    with pytest.raises(ValueError, match=r"verify data \(for .*\) has 3-channel images .* the model takes 1 channels"):
+        export.verify(path, [(np.repeat(pixels, 3, axis=-1), labels)])
+    with pytest.raises(ValueError, match=r"verify data's labels has a negative class id"):
+        export.verify(path, [(pixels, -np.ones(len(pixels)))])
+
+
+def test_cli_export_says_when_the_data_does_not_fit_the_model(tmp_path, capsys):
+    path = str(tmp_path / "rgb.keras")
+    kzoo.get_model("resnet20").save(path)
+    code = cli.main(["export", path, "--mode", "int8", "--calibration", "digits", "--out", str(tmp_path / "m.tflite")])
+    assert code == 2
+    assert "has 1-channel images" in capsys.readouterr().err and not (tmp_path / "m.tflite").exists()

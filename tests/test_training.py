@@ -10,6 +10,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import kzoo
 from kzoo import data, distribute, training
@@ -177,3 +178,86 @@ def test_lenet5_reaches_97_percent_on_real_mnist_within_5_epochs():
     model = kzoo.lenet5()
     training.fit(model, train, epochs=5, seed=0, verbose=0)
     assert training.evaluate(model, test)["accuracy"] >= 0.97
+
+
+def test_the_same_seed_repeats_a_run_exactly_and_another_seed_does_not():
+    def run(seed, built_first):
+        keras.utils.set_random_seed(seed)  # As a recipe starts (tf.data's seeds combine with TF's global one).
+        train = digits(augment="mnist", seed=seed)
+        if built_first:
+            model = kzoo.lenet5()
+            training.fit(model, train, epochs=1, seed=seed, verbose=0)
+            return model.get_weights()
+        return training.fit(kzoo.lenet5, train, epochs=1, seed=seed, verbose=0).model.get_weights()
+
+    for built_first in (True, False):
+        first, again, other = run(3, built_first), run(3, built_first), run(4, built_first)
+        assert all(np.array_equal(a, b) for a, b in zip(first, again))
+        assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_fit_takes_arrays_through_the_same_checks_as_the_pipelines(caplog):
+    rng = np.random.RandomState(0)
+    pixels, labels = rng.randint(0, 256, (64, 28, 28, 1)).astype("uint8"), rng.randint(0, 10, 64)
+    with caplog.at_level("WARNING", logger="kzoo"):
+        from_floats = training.fit(kzoo.lenet5, (pixels.astype("float32"), labels), (pixels, labels),
+                                   epochs=1, batch_size=16, seed=0, verbose=0)
+    assert "float pixels from 0 to 255 read as 0-255" in caplog.text
+    from_uint8 = training.fit(kzoo.lenet5, (pixels, labels), epochs=1, batch_size=16, seed=0, verbose=0)
+    assert from_floats.history["loss"] == from_uint8.history["loss"]  # The same images, scaled the same way.
+    assert "val_accuracy" in from_floats.history
+    with pytest.raises(ValueError, match=r"train: labels has class id 10, but there are num_classes=10"):
+        training.fit(kzoo.lenet5(), (pixels, labels + 1), epochs=1)
+    with pytest.raises(ValueError, match=r"train: images has float values from -1 to 1"):
+        training.fit(kzoo.lenet5(), (pixels / 127.5 - 1.0, labels), epochs=1)
+    with pytest.raises(ValueError, match=r"batch_size=16 is for \(images, labels\) arrays"):
+        training.fit(kzoo.lenet5(), digits(), epochs=1, batch_size=16)
+
+
+def test_fit_refuses_data_that_does_not_fit_the_model_before_training():
+    model = kzoo.lenet5(num_classes=5)
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=r"train has 10 classes but the model outputs 5: build it with num_classes=10"):
+        training.fit(model, digits(), epochs=1)
+    rgb = digits().map(lambda x, y: (tf.image.grayscale_to_rgb(x), y))
+    with pytest.raises(ValueError, match=r"train has 3-channel images .* the model takes 1 channels"):
+        training.fit(kzoo.lenet5(), rgb, epochs=1)
+    with pytest.raises(ValueError, match=r"val has 1-channel images .*tf.image.grayscale_to_rgb"):
+        training.fit(kzoo.get_model("resnet20"), digits(image_size=32).map(
+            lambda x, y: (tf.image.grayscale_to_rgb(x), y)), digits("test", image_size=32), epochs=1)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_evaluate_checks_what_it_is_given():
+    model = kzoo.lenet5(num_classes=5)
+    with pytest.raises(ValueError, match=r"data's labels has class id 9, but there are num_classes=5"):
+        training.evaluate(model, digits("test"))
+    images = np.random.RandomState(0).randint(0, 256, (8, 28, 28, 1)).astype("uint8")
+    as_uint8 = training.evaluate(model, (images, np.arange(8) % 5))
+    as_unit = training.evaluate(model, (images / 255.0, np.arange(8) % 5))
+    assert as_uint8 == as_unit
+
+
+def test_save_artifacts_keeps_the_model_and_metrics_without_matplotlib(tmp_path, monkeypatch, caplog):
+    model = kzoo.lenet5()
+    history = training.fit(model, digits(), epochs=1, verbose=0)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # As if the optional extra were not installed.
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with caplog.at_level("WARNING", logger="kzoo"):
+        metrics = training.save_artifacts(str(tmp_path), model, history, digits("test", shuffle=False))
+    assert sorted(os.listdir(tmp_path)) == ["metrics.json", "model.keras"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
+    assert "Skipped curves.png and confusion.png" in caplog.text and "pip install 'kzoo[plot]'" in caplog.text
+    with pytest.raises(ImportError, match=r"training.plot_history needs matplotlib.*pip install 'kzoo\[plot\]'"):
+        training.plot_history(history, str(tmp_path / "curves.png"))
+
+
+def test_written_files_get_the_usual_mode_not_a_temporary_files(tmp_path):
+    from kzoo._io import save_json
+
+    mask = os.umask(0o022)
+    try:
+        path = save_json({"a": 1}, str(tmp_path / "a.json"))
+    finally:
+        os.umask(mask)
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o644)

@@ -5,7 +5,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import images
+from conftest import assert_close, images
 from test_weights import md5, reference_file, with_hash
 
 import kzoo
@@ -107,7 +107,7 @@ def test_backbone_weights_come_from_a_file_saved_with_its_classifier(resnet20_fi
     assert "preprocess" not in {layer.name for layer in model.layers}  # Not keras.applications weights.
     x = images(CIFAR)
     headless = keras.Model(source.input, source.get_layer("conv4_block3_out").output)
-    np.testing.assert_allclose(transfer.features(model, x), np.asarray(headless(x)).mean(axis=(1, 2)), atol=1e-5)
+    assert_close(transfer.features(model, x), np.asarray(headless(x)).mean(axis=(1, 2)))
 
 
 def test_headless_weights_file_loads_too(tmp_path):
@@ -131,7 +131,7 @@ def test_imagenet_weights_bring_their_preprocessing(cached, keras_home, monkeypa
     model = transfer.build("vgg16", 3, weights="imagenet" if cached else named, input_shape=CIFAR)
     x = images(CIFAR)
     expected = np.asarray(reference(keras.applications.imagenet_utils.preprocess_input(x * 255.0, mode="caffe")))
-    np.testing.assert_allclose(transfer.features(model, x), expected.mean(axis=(1, 2)), rtol=1e-4, atol=1e-3)
+    assert_close(transfer.features(model, x), expected.mean(axis=(1, 2)), rtol=1e-5)
     if cached:
         os.remove(named)
 
@@ -142,7 +142,7 @@ def test_preprocessing_layer_equals_keras_applications(mode):
     layer = keras.Model(model.input, model.get_layer("preprocess").output)
     x = images(CIFAR)
     expected = keras.applications.imagenet_utils.preprocess_input(x * 255.0, mode=mode)
-    np.testing.assert_allclose(np.asarray(layer(x)), expected, rtol=1e-5, atol=1e-4)
+    assert_close(layer(x), expected, rtol=1e-6)
 
 
 def test_imagenet_weights_offline_without_the_file_say_where_to_put_it(keras_home, monkeypatch):
@@ -244,3 +244,19 @@ def test_linear_probe_and_features_on_real_digits(trained_lenet, digits, tmp_pat
 def test_bad_input_gets_a_clear_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_features_take_uint8_and_unit_images_alike_and_refuse_the_rest(caplog):
+    extractor = transfer.feature_extractor("lenet5", weights=None, pooling="flatten")
+    pixels = np.random.RandomState(0).randint(0, 256, (6, 28, 28, 1)).astype("uint8")
+    expected = transfer.features(extractor, pixels / 255.0)
+    np.testing.assert_array_equal(transfer.features(extractor, pixels), expected)
+    with caplog.at_level("WARNING", logger="kzoo"):
+        np.testing.assert_array_equal(transfer.features(extractor, pixels.astype("float32")), expected)
+    assert "read as 0-255 and scaled by 1/255" in caplog.text
+    with pytest.raises(ValueError, match=r"data has 3-channel images .* the model takes 1 channels"):
+        transfer.features(extractor, np.repeat(pixels, 3, axis=-1))
+    with pytest.raises(ValueError, match=r"data has float values from -1 to"):
+        transfer.features(extractor, pixels / 127.5 - 1.0)
+    probe = transfer.linear_probe(extractor, (pixels, np.arange(6) % 2), (pixels, np.arange(6) % 2))
+    assert probe["num_train"] == probe["num_test"] == 6

@@ -39,6 +39,10 @@ def fine_tune(model, train, *, from_logits, epochs, learning_rate, validation=No
     """Compiles a tf_keras model (cross-entropy on logits or probabilities), trains it, returns the History."""
     import tf_keras
 
+    from kzoo.training import check_data_fits
+
+    check_data_fits(model, train, validation)  # The same refusal as training.fit, before TFMOT trains.
+
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs={epochs!r} must be a non-negative integer.")
     sparse = len(train.element_spec[1].shape) == 1

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from kzoo._io import save_figure
+from kzoo._io import pyplot, save_figure
 
 
 def to_float(images):
@@ -323,11 +323,7 @@ def preview(dataset, path: str, *, rows: int = 4, columns: int = 8) -> str:
     Returns:
         The path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot("augment.preview")
     wanted = rows * columns
     images, labels = [], []
     for batch_images, batch_labels in dataset:
