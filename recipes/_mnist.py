@@ -12,16 +12,24 @@ from kzoo import data
 MNIST_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
-def read_mnist_test_split(folder: str):
-    """Returns ((train images, labels), (test images, labels)): the first 8,000 and the last 2,000, uint8 / int32."""
+def read_mnist_test_files(folder: str):
+    """Returns (images, labels) of MNIST's test split: 10,000 uint8 28x28 images and int32 labels."""
     images = data.read_idx(os.path.join(folder, MNIST_TEST_FILES[0]))
     labels = data.read_idx(os.path.join(folder, MNIST_TEST_FILES[1])).astype("int32")
+    return images, labels
+
+
+def read_mnist_test_split(folder: str):
+    """Returns ((train images, labels), (test images, labels)): the first 8,000 and the last 2,000, uint8 / int32."""
+    images, labels = read_mnist_test_files(folder)
     return (images[:8000], labels[:8000]), (images[-2000:], labels[-2000:])
 
 
 def load_mnist_or_digits(args, recipe: str, *, train_batch: int, test_batch: int, image_size=None):
-    """Returns (dataset name, train, test).
+    """Returns (dataset name, train, validation, test).
 
+    The validation set is the last 10% of the training split (TFDS slicing,
+    the same for the digits), so the test split is only read at the end.
     `args.dataset` is "auto" (MNIST, else the digits with one line saying
     so), "mnist" (exit with the reason when it cannot be had) or "digits";
     `args.data_dir`, `args.offline` and `args.seed` are used as given.
@@ -29,9 +37,10 @@ def load_mnist_or_digits(args, recipe: str, *, train_batch: int, test_batch: int
     common = dict(image_size=image_size, data_dir=args.data_dir, download=not args.offline)
     name = "digits" if args.dataset == "digits" else "mnist"
     try:
-        train = data.load(name, "train", batch_size=train_batch, augment="mnist", seed=args.seed, **common)
+        train = data.load(name, "train[:90%]", batch_size=train_batch, augment="mnist", seed=args.seed, **common)
+        val = data.load(name, "train[90%:]", batch_size=test_batch, shuffle=False, **common)
         test = data.load(name, "test", batch_size=test_batch, shuffle=False, **common)
-        return name, train, test
+        return name, train, val, test
     except data.DatasetUnavailableError as error:
         if args.dataset == "mnist":
             sys.exit(f"{recipe}: {error}")

@@ -19,6 +19,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kzoo  # noqa: E402
@@ -67,15 +68,17 @@ def load_data(args):
     def rgb(dataset):
         return dataset.map(lambda x, y: (tf.image.grayscale_to_rgb(x), y))
 
-    train = rgb(data.load("digits", "train", batch_size=args.batch_size, image_size=32, augment="cifar",
+    train = rgb(data.load("digits", "train[:90%]", batch_size=args.batch_size, image_size=32, augment="cifar",
                           seed=args.seed))
+    val = rgb(data.load("digits", "train[90%:]", batch_size=1000, image_size=32, shuffle=False))
     test = rgb(data.load("digits", "test", batch_size=1000, image_size=32, shuffle=False))
-    return "digits", train, test, test
+    return "digits", train, val, test
 
 
 def main(argv=None):
     args = parse_args(argv)
     strategy = distribute.strategy(args.strategy)  # First: "multi_worker" must come before TensorFlow runs.
+    keras.utils.set_random_seed(args.seed)  # Before anything random: the weights, the pipeline, dropout.
     epochs = 1 if args.quick else args.epochs
     output = args.output or os.path.join("saved_models", f"{args.model}_cifar10")
     dataset, train, val, test = load_data(args)

@@ -59,8 +59,8 @@ def load_data(args, input_shape):
         train = data.from_arrays(train_images, train_labels, batch_size=64, augment="mnist", **common)
         test = data.from_arrays(test_images, test_labels, batch_size=500, shuffle=False, **common)
         return "mnist test split (8,000 / 2,000)", fit_channels(train), fit_channels(test)
-    dataset, train, test = load_mnist_or_digits(args, "compress_and_export", train_batch=64, test_batch=500,
-                                                image_size=size)
+    dataset, train, _, test = load_mnist_or_digits(args, "compress_and_export", train_batch=64, test_batch=500,
+                                                   image_size=size)
     return dataset, fit_channels(train), fit_channels(test)
 
 

@@ -36,7 +36,8 @@ def parse_args(argv=None):
     parser.add_argument("--backbone", default="resnet50", help="any registry name (kzoo list)")
     parser.add_argument("--weights", default="imagenet", help="'imagenet' (Keras cache or download), a weights file, or 'none'")
     parser.add_argument("--dataset", default="tf_flowers", help="a TFDS name (used when --data-dir is not given)")
-    parser.add_argument("--data-dir", default=None, help="a folder with one sub-folder of images per class")
+    parser.add_argument("--data-dir", default=None,
+                        help="a folder with one sub-folder of images per class (split 80/10/10 per class by --seed)")
     parser.add_argument("--tfds-dir", default=None, help="TFDS data folder")
     parser.add_argument("--offline", action="store_true", help="never download a dataset")
     parser.add_argument("--mode", choices=transfer.MODES, default="top")
@@ -80,12 +81,14 @@ def load_data(args):
     """(name, train, validation, test, class_names)."""
     common = dict(batch_size=args.batch_size, image_size=args.image_size, seed=args.seed)
     augment = kzoo.augment.imagenet(image_size=args.image_size, seed=args.seed)
-    if args.data_dir:
+    if args.data_dir:  # 80/10/10 per class, the same split in the three calls (it depends on the seed only).
         def subset(name, **kwargs):
-            return data.from_directory(args.data_dir, validation_split=0.2, subset=name, **common, **kwargs)
+            return data.from_directory(args.data_dir, validation_split=0.1, test_split=0.1, subset=name,
+                                       **common, **kwargs)
 
-        train, test = subset("training", augment=augment), subset("validation", shuffle=False)
-        return args.data_dir, train, test, test, train.class_names
+        train = subset("training", augment=augment)
+        val, test = subset("validation", shuffle=False), subset("test", shuffle=False)
+        return args.data_dir, train, val, test, train.class_names
     load = dict(data_dir=args.tfds_dir, download=not args.offline, **common)
     train = data.load(args.dataset, "train[:80%]", augment=augment, **load)
     val = data.load(args.dataset, "train[80%:90%]", shuffle=False, **load)
@@ -106,6 +109,7 @@ def merged(*histories):
 
 def main(argv=None):
     args = parse_args(argv)
+    keras.utils.set_random_seed(args.seed)  # Before anything random: the head's weights, the pipeline, dropout.
     output = args.output or os.path.join("saved_models", f"transfer_{args.backbone}")
     os.makedirs(output, exist_ok=True)
     if args.quick:

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,6 +27,53 @@ def test_mnist_quick_falls_back_to_digits_offline_and_writes_its_files(tmp_path)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "digits" and metrics["epochs_run"] == 2 and metrics["params"] == 61_706
     assert 0.0 < metrics["test_accuracy"] <= 1.0
+
+
+def recipe_module(name, monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "recipes"))
+    return __import__(name)
+
+
+def saved_weights(path):
+    import keras
+
+    return keras.models.load_model(path).get_weights()
+
+
+def test_mnist_recipe_repeats_exactly_with_the_same_seed(tmp_path, monkeypatch):
+    recipe = recipe_module("mnist_lenet", monkeypatch)
+    runs = [recipe.main(["--quick", "--dataset", "digits", "--seed", str(seed), "--output", str(tmp_path / name)])
+            for name, seed in (("a", 5), ("b", 5), ("c", 6))]
+    assert runs[0]["test_accuracy"] == runs[1]["test_accuracy"]
+    first, again, other = (saved_weights(tmp_path / name / "model.keras") for name in "abc")
+    assert all(np.array_equal(x, y) for x, y in zip(first, again))
+    assert not all(np.array_equal(x, y) for x, y in zip(first, other))
+
+
+def test_mnist_recipe_validates_on_held_out_training_images_not_on_the_test_split(monkeypatch):
+    from argparse import Namespace
+
+    mnist = recipe_module("_mnist", monkeypatch)
+    args = Namespace(dataset="digits", data_dir=None, offline=True, seed=0)
+    _, train, val, test = mnist.load_mnist_or_digits(args, "test", train_batch=2000, test_batch=2000)
+    parts = [{image.tobytes() for image in np.asarray(next(iter(d))[0])} for d in (train, val, test)]
+    assert [len(part) for part in parts] == [1293, 144, 360]  # The digits' images are all distinct.
+    assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+
+
+def test_mnist_quick_without_matplotlib_writes_everything_else_and_says_what_it_skipped(tmp_path):
+    blocked = ("import runpy, sys; sys.modules['matplotlib'] = None; "
+               f"sys.path.insert(0, {os.path.join(ROOT, 'recipes')!r}); sys.argv = sys.argv[1:]; "
+               "runpy.run_path(sys.argv[0], run_name='__main__')")
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-c", blocked, os.path.join(ROOT, "recipes", "mnist_lenet.py"),
+                             "--quick", "--dataset", "digits", "--output", str(out)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "test accuracy" in result.stdout
+    assert "Skipped curves.png and confusion.png" in result.stderr and "pip install 'kzoo[plot]'" in result.stderr
+    assert {"model.keras", "best.keras", "history.csv", "metrics.json"} <= set(os.listdir(out))
+    assert not {"curves.png", "confusion.png"} & set(os.listdir(out))
 
 
 def test_mnist_with_dataset_mnist_refuses_the_fallback(tmp_path):
@@ -79,6 +127,7 @@ def test_transfer_learning_quick_writes_its_weights_and_images_and_exports_int8(
     assert {"head", "fine_tune"} <= set(os.listdir(out))  # Each phase's checkpoints and logs.
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["backbone"] == "resnet50" and metrics["mode"] == "top" and metrics["epochs_run"] == 2
+    assert metrics["test_examples"] == 6  # 10% of each class's 20 images, none of them seen in training.
     assert metrics["tflite_agreement"] >= 0.9 and (out / metrics["tflite"]).exists()
     assert (out / metrics["tflite"].replace(".tflite", ".md")).exists()
 
@@ -88,8 +137,7 @@ def test_transfer_learning_without_imagenet_weights_says_where_to_put_the_file(t
 
     from kzoo import weights
 
-    monkeypatch.syspath_prepend(os.path.join(ROOT, "recipes"))
-    import transfer_learning
+    transfer_learning = recipe_module("transfer_learning", monkeypatch)
 
     record = weights.get_record("resnet50")
     unreachable = dataclasses.replace(record.no_top, url="http://127.0.0.1:9/resnet50_notop.h5")
