@@ -126,8 +126,9 @@ def num_workers() -> int:
 
 def _multi_worker() -> tf.distribute.MultiWorkerMirroredStrategy:
     global _multi_worker_strategy
+    config = tf_config()  # The user's own mistake first, on every call, before any TensorFlow state matters.
     if _multi_worker_strategy is None:
-        if tf_config() is None:
+        if config is None:
             logging.getLogger("kzoo").warning(
                 "strategy='multi_worker' without TF_CONFIG: training as one worker. Set TF_CONFIG on each "
                 "worker, or start local workers with `python -m kzoo.launch --workers N -- SCRIPT`."

@@ -292,3 +292,12 @@ def test_several_workers_on_an_unseeded_kzoo_pipeline_get_a_warning():
         warnings.simplefilter("error")
         _multi_worker.warn_if_unseeded(unseeded, 1)  # One worker: nothing to overlap.
         _multi_worker.warn_if_unseeded(data.load("digits", "train", batch_size=64, seed=0), 2)
+
+
+def test_a_malformed_tf_config_is_reported_first_also_once_the_strategy_exists(monkeypatch):
+    # Whatever ran before in this process (a strategy made, TensorFlow run), the user's own mistake comes first.
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert distribute.is_multi_worker(distribute.strategy("multi_worker"))
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="is not JSON"):
+        distribute.strategy("multi_worker")
