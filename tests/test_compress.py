@@ -143,5 +143,5 @@ def test_compression_refuses_data_that_does_not_fit_the_model(digits):
     import tensorflow as tf
 
     rgb = digits[0].map(lambda x, y: (tf.image.grayscale_to_rgb(x), y))
-    with pytest.raises(ValueError, match=r"train has 3-channel images .* the model takes 1 channels"):
+    with pytest.raises(ValueError, match=r"train has 3-channel images .* the model takes 1-channel images"):
         compress.prune(kzoo.lenet5(), rgb, epochs=1)

@@ -64,7 +64,7 @@ def test_edgetpu_refuses_a_model_that_keeps_float_operators(digits, tmp_path, mo
     (dict(mode="int8", representative_data=tf.data.Dataset.from_tensor_slices(np.zeros((0, 1, 28, 28, 1), "float32"))),
      ValueError, "yielded no images"),
     (dict(mode="int8", representative_data=[np.zeros((2, 32, 32, 3), "float32")]), ValueError,
-     r"shape \(32, 32, 3\), the model takes \(28, 28, 1\)"),
+     r"has 3-channel images \(32, 32, 3\); the model takes 1-channel images \(28, 28, 1\)"),
     (dict(mode="float32", verify_data=[(np.zeros((2, 32, 32, 1), "float32"), np.zeros(2))]), ValueError,
      r"shape \(32, 32, 1\)"),
 ])
@@ -134,7 +134,7 @@ def test_calibration_and_verify_data_follow_the_image_contract(exports, digits):
     path = exports["float32"]["path"]
     assert export.verify(path, (pixels, np.asarray(labels)))["accuracy"] == \
         export.verify(path, [(pixels / 255.0, labels)])["accuracy"]
-    with pytest.raises(ValueError, match=r"verify data \(for .*\) has 3-channel images .* the model takes 1 channels"):
+    with pytest.raises(ValueError, match=r"verify data \(for .*\) has 3-channel images .* the model takes 1-channel images"):
         export.verify(path, [(np.repeat(pixels, 3, axis=-1), labels)])
     with pytest.raises(ValueError, match=r"verify data's labels has a negative class id"):
         export.verify(path, [(pixels, -np.ones(len(pixels)))])

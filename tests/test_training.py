@@ -220,7 +220,7 @@ def test_fit_refuses_data_that_does_not_fit_the_model_before_training():
     with pytest.raises(ValueError, match=r"train has 10 classes but the model outputs 5: build it with num_classes=10"):
         training.fit(model, digits(), epochs=1)
     rgb = digits().map(lambda x, y: (tf.image.grayscale_to_rgb(x), y))
-    with pytest.raises(ValueError, match=r"train has 3-channel images .* the model takes 1 channels"):
+    with pytest.raises(ValueError, match=r"train has 3-channel images .* the model takes 1-channel images"):
         training.fit(kzoo.lenet5(), rgb, epochs=1)
     with pytest.raises(ValueError, match=r"val has 1-channel images .*tf.image.grayscale_to_rgb"):
         training.fit(kzoo.get_model("resnet20"), digits(image_size=32).map(

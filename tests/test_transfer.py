@@ -254,7 +254,7 @@ def test_features_take_uint8_and_unit_images_alike_and_refuse_the_rest(caplog):
     with caplog.at_level("WARNING", logger="kzoo"):
         np.testing.assert_array_equal(transfer.features(extractor, pixels.astype("float32")), expected)
     assert "read as 0-255 and scaled by 1/255" in caplog.text
-    with pytest.raises(ValueError, match=r"data has 3-channel images .* the model takes 1 channels"):
+    with pytest.raises(ValueError, match=r"data has 3-channel images .* the model takes 1-channel images"):
         transfer.features(extractor, np.repeat(pixels, 3, axis=-1))
     with pytest.raises(ValueError, match=r"data has float values from -1 to"):
         transfer.features(extractor, pixels / 127.5 - 1.0)

@@ -124,8 +124,8 @@ def fits_model(image_shape, input_shape, argument: str) -> None:
             fix = "convert grey to RGB (tf.image.grayscale_to_rgb), or build the model with input_shape=(..., 1)"
         else:
             fix = f"give {wanted}-channel images, or build the model with input_shape=(..., {channels})"
-        raise ValueError(f"{argument} has {channels}-channel images {image_shape}; the model takes {wanted} "
-                         f"channels {input_shape}: {fix}.")
+        raise ValueError(f"{argument} has {channels}-channel images {image_shape}; the model takes {wanted}-channel "
+                         f"images {input_shape}: {fix}.")
     for have, want in zip(image_shape[:2], input_shape[:2]):
         if have is not None and want is not None and have != want:
             raise ValueError(
