@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kzoo import distribute
+from kzoo import data, distribute
 from kzoo._io import PlottingUnavailableError, atomic_write, pyplot, save_figure, save_json
 from kzoo.data import checks
 
@@ -161,18 +161,13 @@ def _run_fit(trained, train, val, *, epochs, steps_per_epoch, callbacks, verbose
 
 def _datasets(model, train, val, batch_size, seed):
     """`(train, val)` as datasets: arrays go through `kzoo.data.from_arrays`, with the model's class count."""
-    from kzoo import data
-
-    def is_arrays(value):
-        return isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], np.ndarray)
-
-    if batch_size is not None and not is_arrays(train):
+    if batch_size is not None and not checks.is_array_pair(train):
         raise ValueError(f"batch_size={batch_size!r} is for (images, labels) arrays; a dataset has its own batch "
                          "size: set it where the dataset is made (kzoo.data.load(..., batch_size=...)).")
     num_classes = model.outputs[0].shape[-1] if isinstance(model, keras.Model) else None
 
     def as_dataset(value, name, shuffle):
-        if not is_arrays(value):
+        if not checks.is_array_pair(value):
             return value
         try:
             return data.from_arrays(*value, batch_size=batch_size or 32, shuffle=shuffle, seed=seed,

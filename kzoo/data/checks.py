@@ -134,6 +134,11 @@ def fits_model(image_shape, input_shape, argument: str) -> None:
             )
 
 
+def is_array_pair(data) -> bool:
+    """True for a tuple `(images, labels)` of NumPy arrays, the form `fit`, `evaluate` and friends take besides datasets."""
+    return isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray)
+
+
 def batches(data, argument: str):
     """Yields `(images, labels)` NumPy batches, images float32 in [0, 1], labels int ids or None.
 
@@ -150,7 +155,7 @@ def batches(data, argument: str):
     if isinstance(data, np.ndarray):
         yield unit_images(data, argument), None
         return
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray):
+    if is_array_pair(data):
         images = unit_images(data[0], argument)
         yield images, class_ids(data[1], f"{argument}'s labels", count=len(images))
         return
@@ -193,4 +198,4 @@ def checked_in_graph(image, label, num_classes: int | None):
         return tf.identity(image), tf.identity(label)
 
 
-__all__ = ["batches", "checked_in_graph", "class_ids", "fits_model", "unit_images"]
+__all__ = ["batches", "checked_in_graph", "class_ids", "fits_model", "is_array_pair", "unit_images"]
