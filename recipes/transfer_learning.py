@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 import kzoo  # noqa: E402
 from kzoo import data, export, training, transfer  # noqa: E402
+from kzoo._io import save_json  # noqa: E402
 
 QUICK_CLASSES = 3
 QUICK_IMAGES_PER_CLASS = 20
@@ -139,13 +140,14 @@ def main(argv=None):
     facts = dict(backbone=args.backbone, weights=args.weights, dataset=name, mode=args.mode,
                  trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
                  train_seconds=round(seconds, 1), seed=args.seed)
+    metrics = training.save_artifacts(output, model, merged(*phases), test, **facts)  # Kept, whatever export does.
     if args.export != "none":
         path = os.path.join(output, f"{model.name}_{args.export}.tflite")
         report = export.to_tflite(model, path, mode=args.export, representative_data=train.take(8),
                                   verify_data=test, overwrite=True)
-        facts.update(tflite=os.path.basename(path), tflite_agreement=report["agreement"],
-                     tflite_accuracy=report["accuracy"], tflite_kb=round(report["size_bytes"] / 1024, 1))
-    metrics = training.save_artifacts(output, model, merged(*phases), test, **facts)
+        metrics.update(tflite=os.path.basename(path), tflite_agreement=report["agreement"],
+                       tflite_accuracy=report["accuracy"], tflite_kb=round(report["size_bytes"] / 1024, 1))
+        save_json(metrics, os.path.join(output, "metrics.json"))
     print(f"\n{args.backbone} -> {name} ({args.mode}): test accuracy {metrics['test_accuracy']:.4f} "
           f"({seconds:.0f} s of training). Files in {output}: "
           f"{', '.join(sorted(f for f in os.listdir(output) if '.' in f))}")

@@ -147,3 +147,17 @@ def test_transfer_learning_without_imagenet_weights_says_where_to_put_the_file(t
         transfer_learning.main(["--data-dir", images, "--image-size", "32", "--output", str(tmp_path / "run")])
     message = str(stop.value.code)
     assert os.path.join(keras_home, "models", record.no_top.file_name) in message and "--weights PATH" in message
+
+
+def test_transfer_learning_keeps_the_trained_model_when_the_export_fails(tmp_path, monkeypatch):
+    transfer_learning = recipe_module("transfer_learning", monkeypatch)
+
+    def failing_export(*args, **kwargs):
+        raise transfer_learning.export.ExportError("the converter failed")
+
+    monkeypatch.setattr(transfer_learning.export, "to_tflite", failing_export)
+    out = tmp_path / "run"
+    with pytest.raises(transfer_learning.export.ExportError):
+        transfer_learning.main(["--quick", "--backbone", "resnet20", "--export", "int8", "--output", str(out)])
+    assert {"model.keras", "metrics.json"} <= set(os.listdir(out))
+    assert json.loads((out / "metrics.json").read_text())["backbone"] == "resnet20"
