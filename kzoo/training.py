@@ -416,11 +416,10 @@ def evaluate(model: keras.Model, data, *, plot_confusion: str | None = None, cla
     """
     probabilities, labels = [], []
     num_classes = model.outputs[0].shape[-1]
-    for images, batch_labels in checks.batches(data, "data"):
+    for images, batch_labels in checks.batches(data, "data", num_classes=num_classes):
         checks.fits_model(images.shape[1:], model.inputs[0].shape[1:], "data")
         if batch_labels is None:
             raise ValueError("evaluate needs (images, labels) batches; this data has images only.")
-        checks.class_ids(batch_labels, "data's labels", num_classes=num_classes)
         outputs = np.asarray(model(images, training=False), dtype="float64")
         if not outputs_probabilities(model):
             outputs = np.exp(outputs - outputs.max(axis=1, keepdims=True))

@@ -108,6 +108,11 @@ def class_ids(labels, argument: str, *, num_classes: int | None = None, count: i
     return labels.astype(np.int32)
 
 
+def looks_channels_first(image_shape) -> bool:
+    """True for an image shape (height, width, channels) whose first axis looks like the channels."""
+    return image_shape[0] in (1, 3) and image_shape[-1] not in (1, 3, 4)
+
+
 def fits_model(image_shape, input_shape, argument: str) -> None:
     """Raises a ValueError when images of `image_shape` (height, width, channels) cannot feed a model input.
 
@@ -118,7 +123,7 @@ def fits_model(image_shape, input_shape, argument: str) -> None:
         raise ValueError(f"{argument} has images of shape {image_shape}; the model takes {input_shape}.")
     channels, wanted = image_shape[-1], input_shape[-1]
     if channels is not None and wanted is not None and channels != wanted:
-        if image_shape[0] in (1, 3) and channels not in (1, 3, 4):
+        if looks_channels_first(image_shape):
             fix = "they look channels-first: move the channels last, e.g. np.transpose(x, (0, 2, 3, 1))"
         elif channels == 1 and wanted == 3:
             fix = "convert grey to RGB (tf.image.grayscale_to_rgb), or build the model with input_shape=(..., 1)"
@@ -139,7 +144,7 @@ def is_array_pair(data) -> bool:
     return isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray)
 
 
-def batches(data, argument: str):
+def batches(data, argument: str, *, num_classes: int | None = None):
     """Yields `(images, labels)` NumPy batches, images float32 in [0, 1], labels int ids or None.
 
     Args:
@@ -148,6 +153,7 @@ def batches(data, argument: str):
             (taken whole: 0-255 floats are scaled, see `unit_images`).
             One-hot labels become class ids.
         argument: How the user named the data, for messages.
+        num_classes: Label ids must be below it, when given.
 
     Raises:
         ValueError: As `unit_images` and `class_ids`, for the first bad batch.
@@ -157,7 +163,7 @@ def batches(data, argument: str):
         return
     if is_array_pair(data):
         images = unit_images(data[0], argument)
-        yield images, class_ids(data[1], f"{argument}'s labels", count=len(images))
+        yield images, class_ids(data[1], f"{argument}'s labels", num_classes=num_classes, count=len(images))
         return
     for batch in data:
         images, labels = batch[:2] if isinstance(batch, (tuple, list)) else (batch, None)
@@ -166,7 +172,7 @@ def batches(data, argument: str):
             labels = np.asarray(labels)
             if labels.ndim == 2 and labels.shape[1] > 1:  # One-hot (MixUp/CutMix) labels.
                 labels = labels.argmax(axis=1)
-            labels = class_ids(labels, f"{argument}'s labels", count=len(images))
+            labels = class_ids(labels, f"{argument}'s labels", num_classes=num_classes, count=len(images))
         yield images, labels
 
 
@@ -198,4 +204,5 @@ def checked_in_graph(image, label, num_classes: int | None):
         return tf.identity(image), tf.identity(label)
 
 
-__all__ = ["batches", "checked_in_graph", "class_ids", "fits_model", "is_array_pair", "unit_images"]
+__all__ = ["batches", "checked_in_graph", "class_ids", "fits_model", "is_array_pair", "looks_channels_first",
+           "unit_images"]

@@ -264,7 +264,7 @@ def from_arrays(
             f"from_arrays needs images of shape (n, height, width[, channels]); got images {images.shape} "
             f"and labels {np.shape(labels)}."
         )
-    if images.shape[-1] not in (1, 3, 4) and images.shape[1] in (1, 3):
+    if checks.looks_channels_first(images.shape[1:]):
         raise ValueError(f"from_arrays got images of shape {images.shape}, which look channels-first; kzoo "
                          "takes channels last: np.transpose(images, (0, 2, 3, 1)).")
     images = checks.unit_images(images, "images", keep_uint8=True)
