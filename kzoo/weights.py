@@ -224,6 +224,10 @@ def check_weights_argument(
     return weights
 
 
+class WeightsUnavailableError(RuntimeError):
+    """Published weights are neither in the Keras cache nor downloadable (or the download is corrupt)."""
+
+
 def fetch(file: WeightsFile, *, cache_dir: str | None = None) -> str:
     """Downloads a file into the Keras cache, or finds it there, and verifies its hash.
 
@@ -236,8 +240,10 @@ def fetch(file: WeightsFile, *, cache_dir: str | None = None) -> str:
         The local path of the verified file.
 
     Raises:
-        RuntimeError: If the file is neither cached nor downloadable, or the
-            download does not match the published hash.
+        WeightsUnavailableError: If the file is neither cached nor
+            downloadable, or the download does not match the published hash.
+            One short message (URL, cache path, what to do), not chained to
+            Keras' errors.
     """
     root = cache_dir or os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     cache_path = os.path.join(root, "models", file.file_name)
@@ -250,11 +256,13 @@ def fetch(file: WeightsFile, *, cache_dir: str | None = None) -> str:
             file_hash=file.file_hash,
         )
     except Exception as error:  # get_file raises bare Exception on network errors.
-        raise RuntimeError(
-            f"Could not get {file.file_name} from {file.url} ({error}). Without "
-            f"network access, download it elsewhere and copy it to {cache_path} "
-            "(its hash is checked), or pass weights=PATH to a weights file."
-        ) from error
+        reason = str(error).split(" -- ")[-1].strip()  # Keras' message repeats the URL before " -- ".
+        message = (
+            f"{file.file_name}: not in the Keras cache ({cache_path}), and the download failed "
+            f"({reason}). Download {file.url} elsewhere and copy it there (its hash is "
+            "checked), or pass weights=PATH to a weights file."
+        )
+    raise WeightsUnavailableError(message)  # Outside `except`: Keras' traceback adds nothing.
 
 
 def load_weights(model: keras.Model, model_name: str, weights: str | None, *, include_top: bool):
@@ -267,7 +275,7 @@ def load_weights(model: keras.Model, model_name: str, weights: str | None, *, in
         include_top: Whether the model has its classifier.
 
     Raises:
-        RuntimeError: If tagged weights cannot be fetched.
+        WeightsUnavailableError: If tagged weights cannot be fetched.
         ValueError: If the file is corrupt or holds weights for another
             architecture (the message names the first layer that does not fit).
     """

@@ -135,6 +135,13 @@ def test_smallest_input_builds_and_one_less_is_refused(name, size):
         kzoo.get_model(name, include_top=False, input_shape=(size - 1, size, channels))
 
 
+@pytest.mark.parametrize("name", ["resnet50", "vgg16", "lenet5"])
+def test_a_channels_first_input_shape_is_named_as_such_with_the_shape_to_pass(name):
+    height, width, channels = _registry.model_entry(name).default_input
+    with pytest.raises(ValueError, match=rf"looks channels-first.*input_shape=\({height}, {width}, {channels}\)"):
+        kzoo.get_model(name, input_shape=(channels, height, width))
+
+
 def test_resnet_takes_any_input_size_including_none():
     model = kzoo.resnet50(include_top=False, pooling="avg", input_shape=(None, None, 3))
     assert model(images((97, 131, 3), batch=1)).shape == (1, 2048)

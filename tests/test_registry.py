@@ -70,3 +70,22 @@ def test_lenet5_macs_counted_by_hand():
     # conv1 28*28*6*25, conv2 10*10*16*150, dense 400*120 + 120*84 + 84*10
     expected = 28 * 28 * 6 * 25 + 10 * 10 * 16 * 150 + 400 * 120 + 120 * 84 + 84 * 10
     assert kzoo.model_info("lenet5")["macs"] == expected
+
+
+@pytest.mark.parametrize("name", kzoo.list_models())
+def test_every_builder_refuses_an_unknown_argument_in_its_own_name(name):
+    with pytest.raises(TypeError, match=rf"^{name}\(\) has no argument 'num_clases'. Did you mean 'num_classes'\?"):
+        kzoo.get_model(name, num_clases=3)
+
+
+def test_an_argument_of_other_families_says_which_models_take_it():
+    with pytest.raises(TypeError) as error:
+        kzoo.resnet50(sequential=True)
+    message = str(error.value)
+    assert message.startswith("resnet50() has no argument 'sequential'.")
+    assert "alexnet, lenet5, the vgg models (vgg11 ... vgg19_bn)" in message and "build_" not in message
+
+
+def test_builders_take_keyword_arguments_only():
+    with pytest.raises(TypeError, match=r"vgg16\(\) takes keyword arguments only"):
+        kzoo.vgg16(10)

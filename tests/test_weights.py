@@ -115,6 +115,23 @@ def test_download_failure_names_url_cache_path_and_the_way_out(keras_home, monke
     assert not os.path.exists(cache_path)
 
 
+def test_unavailable_weights_fail_before_building_in_one_short_error(keras_home, monkeypatch):
+    from kzoo.models import _common
+
+    record = weights_lib.get_record("vgg16")
+    unreachable = dataclasses.replace(record.top, url="http://127.0.0.1:9/vgg16.h5")
+    monkeypatch.setitem(weights_lib.RECORDS, ("vgg16", "imagenet"), dataclasses.replace(record, top=unreachable))
+
+    def building(*args, **kwargs):
+        raise AssertionError("the 138M-parameter model was built before the weights were checked")
+
+    monkeypatch.setattr(_common, "linear_model", building)
+    with pytest.raises(weights_lib.WeightsUnavailableError) as error:
+        kzoo.vgg16(weights="imagenet")
+    assert str(error.value).count("http://127.0.0.1:9/vgg16.h5") == 1
+    assert error.value.__cause__ is None and error.value.__context__ is None  # No chained tracebacks.
+
+
 def test_cached_file_with_the_wrong_hash_is_not_used(keras_home, monkeypatch):
     record = weights_lib.get_record("resnet50")
     unreachable = dataclasses.replace(record.top, url="http://127.0.0.1:9/resnet50.h5")
@@ -123,7 +140,7 @@ def test_cached_file_with_the_wrong_hash_is_not_used(keras_home, monkeypatch):
     cached = os.path.join(keras_home, "models", record.top.file_name)
     with open(cached, "wb") as f:
         f.write(b"half a download")
-    with pytest.raises(RuntimeError, match="Could not get resnet50_weights_tf_dim_ordering_tf_kernels.h5"):
+    with pytest.raises(weights_lib.WeightsUnavailableError, match="resnet50_weights_tf_dim_ordering_tf_kernels.h5: not in"):
         kzoo.resnet50(weights="imagenet")
     assert not os.path.exists(cached)  # The bad file is not left behind.
 

@@ -46,7 +46,17 @@ OFFLINE_CHOICES = (
 
 
 class DatasetUnavailableError(RuntimeError):
-    """A named dataset is neither prepared in `data_dir` nor downloadable."""
+    """A named dataset is neither prepared in `data_dir` nor downloadable.
+
+    Attributes:
+        name: The dataset's name.
+        why: Where it was looked for and why it could not be downloaded, for
+            a command line to say in its own flags what to do.
+    """
+
+    def __init__(self, message: str, *, name: str = "", why: str = ""):
+        super().__init__(message)
+        self.name, self.why = name, why
 
 
 def load(
@@ -136,9 +146,10 @@ def _tfds_split(tfds_name: str, split: str, data_dir: str | None, download: bool
             return read(), builder
         except Exception as error:  # Network errors come in many types.
             reason = f"downloading failed: {type(error).__name__}: {str(error)[:200]}"
+    why = f"not prepared in {builder.data_dir} and {reason}"
     raise DatasetUnavailableError(
-        f"Dataset {tfds_name!r} is not prepared in {builder.data_dir} and {reason}. Prepare it "
-        f"where there is network access and pass data_dir=, or, offline, use {OFFLINE_CHOICES}."
+        f"Dataset {tfds_name!r} is {why}. Prepare it where there is network access and pass "
+        f"data_dir=, or, offline, use {OFFLINE_CHOICES}.", name=tfds_name, why=why,
     )
 
 

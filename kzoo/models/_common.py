@@ -14,6 +14,7 @@ import keras
 from keras import layers
 
 from kzoo import weights as weights_lib
+from kzoo.data import checks
 from kzoo.models import _registry
 
 
@@ -23,7 +24,7 @@ class Options:
 
     variant: str
     include_top: bool
-    weights: str | None
+    weights: str | None  # None or a local file: a tag is fetched while resolving, before building.
     input_tensor: Any
     input_shape: tuple
     pooling: str | None
@@ -101,6 +102,8 @@ def resolve_options(
             f"{variant}'s classifier needs input_shape={entry.default_input}. Use "
             "include_top=False for other sizes."
         )
+    if is_tag:  # Fetched (or found in the cache) before anything is built: a missing file fails at once.
+        weights = weights_lib.fetch(weights_lib.get_record(variant, weights).file(include_top))
     return Options(
         variant=variant,
         include_top=include_top,
@@ -159,6 +162,13 @@ def _resolve_input_shape(variant, entry, input_shape, input_tensor, include_top,
         raise ValueError(
             f"input_shape={input_shape} must be (height, width, channels) with positive "
             f"integers (height and width may be None), e.g. {entry.default_input}."
+        )
+    if checks.looks_channels_first(input_shape):
+        channels, height, width = input_shape
+        raise ValueError(
+            f"input_shape={input_shape} looks channels-first (channels, height, width); "
+            f"kzoo models are channels-last: pass input_shape={(height, width, channels)}, and "
+            "give images as (batch, height, width, channels), e.g. np.transpose(x, (0, 2, 3, 1))."
         )
     height, width, _ = input_shape
     small = [d for d in (height, width) if d is not None and d < family.min_size]

@@ -80,17 +80,47 @@ def register_model(
             raise ValueError(f"Model {name!r} is already registered; pick another name.")
         signature = inspect.signature(family.builder)
         keyword_args = [p for p in signature.parameters.values() if p.kind == p.KEYWORD_ONLY]
-        fn.__signature__ = signature.replace(parameters=keyword_args)
+        accepted = [p.name for p in keyword_args]
+
+        @functools.wraps(fn)
+        def builder(*args, **kwargs):
+            if args:
+                raise TypeError(
+                    f"{name}() takes keyword arguments only, e.g. {name}(num_classes=10); "
+                    f"it was given {len(args)} positional argument(s)."
+                )
+            for argument in kwargs:
+                if argument not in accepted:
+                    raise TypeError(_unknown_argument(name, argument, accepted))
+            return fn(**kwargs)
+
+        builder.__signature__ = signature.replace(parameters=keyword_args)
         _MODELS[name] = ModelEntry(
             name=name,
             family=family,
-            fn=fn,
+            fn=builder,
             default_input=default_input or family.default_input,
             default_classes=default_classes,
         )
-        return fn
+        return builder
 
     return decorator
+
+
+def _unknown_argument(model: str, argument: str, accepted: list[str]) -> str:
+    """The message for a builder argument the model does not take: who takes it, or what was meant."""
+    takers: dict[str, list[str]] = {}
+    for entry in _MODELS.values():
+        if argument in inspect.signature(entry.fn).parameters:
+            takers.setdefault(entry.family.name, []).append(entry.name)
+    if takers:
+        groups = [names[0] if len(names) == 1 else f"the {family} models ({names[0]} ... {names[-1]})"
+                  for family, names in sorted(takers.items())]
+        hint = f"Only these take {argument}=: {', '.join(groups)}."
+    else:
+        close = difflib.get_close_matches(argument, accepted, n=1, cutoff=0.6)
+        hint = f"Did you mean {close[0]!r}?" if close else f"Its arguments: {', '.join(accepted)}."
+    return f"{model}() has no argument {argument!r}. {hint}"
 
 
 def list_models(pattern: str = "*") -> list[str]:
