@@ -12,9 +12,7 @@ learning rate 0.1 divided by 10 at 50% and 75% of training (32k and 48k of
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,30 +22,33 @@ import tensorflow as tf  # noqa: E402
 
 import kzoo  # noqa: E402
 from kzoo import data, distribute, training  # noqa: E402
+import _recipe  # noqa: E402  (recipes/ is on sys.path)
 
+RECIPE = "cifar10_resnet"
 
 # He et al. 2015, Table 6 (ResNet-110: the best of five runs).
 PAPER_TEST_ACCURACY = {"resnet20": 0.9125, "resnet32": 0.9249, "resnet44": 0.9283,
                        "resnet56": 0.9303, "resnet110": 0.9357}
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet20", choices=list(PAPER_TEST_ACCURACY))
-    parser.add_argument("--epochs", type=int, default=182)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--learning-rate", type=float, default=0.1)
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--schedule", choices=["step", "cosine"], default="step")
-    parser.add_argument("--data-dir", default=None, help="TFDS data folder")
-    parser.add_argument("--offline", action="store_true", help="never download; use what data_dir holds")
-    parser.add_argument("--output", default=None, help="default: saved_models/<model>_cifar10")
-    parser.add_argument("--strategy", choices=distribute.STRATEGIES, default="auto",
-                        help="multi_worker: one of the workers TF_CONFIG names (see python -m kzoo.launch)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true",
-                        help="1 epoch smoke test; offline it falls back to the embedded digits")
-    return parser.parse_args(argv)
+def build_parser():
+    parser = _recipe.parser(__doc__)
+    _recipe.add(parser, "--model", "resnet20", choices=list(PAPER_TEST_ACCURACY))
+    _recipe.add(parser, "--epochs", 182)
+    _recipe.add(parser, "--batch-size", 128)
+    _recipe.add(parser, "--learning-rate", 0.1)
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
+    parser.add_argument("--schedule", choices=["step", "cosine"], default="step",
+                        help="step: divide by 10 at 50%% and 75%% of training (the paper); cosine")
+    _recipe.add(parser, "--data-dir")
+    _recipe.add(parser, "--offline")
+    _recipe.add(parser, "--output")
+    _recipe.add(parser, "--overwrite")
+    _recipe.add(parser, "--strategy", "auto", choices=distribute.STRATEGIES)
+    _recipe.add(parser, "--seed", 0)
+    _recipe.add(parser, "--quick", help="1 epoch, a smoke test, to its own folder; offline it trains on the "
+                                        "embedded digits instead of CIFAR-10")
+    return parser
 
 
 def load_data(args):
@@ -61,8 +62,10 @@ def load_data(args):
         return "cifar10", train, val, test
     except data.DatasetUnavailableError as error:
         if not args.quick:
-            sys.exit(f"cifar10_resnet: {error}")
-        print("cifar10_resnet: CIFAR-10 cannot be had here; the --quick run trains on the embedded "
+            _recipe.fail(RECIPE, f"CIFAR-10 is {error.why}. Prepare it with TFDS where there is network access "
+                                 "and give its folder as --data-dir DIR; --quick runs a smoke test on the "
+                                 "embedded digits instead.", _recipe.EXIT_UNAVAILABLE)
+        print(f"{RECIPE}: CIFAR-10 cannot be had here; the --quick run trains on the embedded "
               "digits (as 32x32 RGB) instead.", flush=True)
 
     def rgb(dataset):
@@ -76,11 +79,11 @@ def load_data(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
+    output = _recipe.output_folder(args, RECIPE, f"{args.model}_cifar10")
     strategy = distribute.strategy(args.strategy)  # First: "multi_worker" must come before TensorFlow runs.
     keras.utils.set_random_seed(args.seed)  # Before anything random: the weights, the pipeline, dropout.
     epochs = 1 if args.quick else args.epochs
-    output = args.output or os.path.join("saved_models", f"{args.model}_cifar10")
     dataset, train, val, test = load_data(args)
     model = kzoo.get_model(args.model, num_classes=10)
     start = time.perf_counter()
@@ -94,11 +97,16 @@ def main(argv=None):
         print("Training done; the chief worker evaluates and writes the files.")
         return None
     metrics = training.save_artifacts(
-        output, model, history, test, dataset=dataset, schedule=args.schedule,
+        output, model, history, test, dataset=dataset, schedule=args.schedule, quick=args.quick,
         train_seconds=round(seconds, 1), seed=args.seed, paper_test_accuracy=PAPER_TEST_ACCURACY[args.model],
     )
-    print(f"\n{args.model} on {dataset}: test accuracy {metrics['test_accuracy']:.4f} after {epochs} "
-          f"epochs ({seconds:.0f} s); the paper: {metrics['paper_test_accuracy']:.4f}. Files in {output}.")
+    result = f"\n{args.model} on {dataset}: test accuracy {metrics['test_accuracy']:.4f} after " \
+             f"{_recipe.epochs(epochs)} ({seconds:.0f} s)"
+    if args.quick:
+        print(f"{result}: a smoke test, not a result; the paper's {metrics['paper_test_accuracy']:.4f} is after "
+              f"182 epochs on CIFAR-10. Files in {output}.")
+    else:
+        print(f"{result}; the paper: {metrics['paper_test_accuracy']:.4f}. Files in {output}.")
     return metrics
 
 

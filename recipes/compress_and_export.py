@@ -13,7 +13,6 @@ MNIST, it says so in one line and uses the embedded scikit-learn digits.
 
 from __future__ import annotations
 
-import argparse
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -22,28 +21,35 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kzoo  # noqa: E402
-from kzoo import compress, data, export, training  # noqa: E402
+from kzoo import compress, export, training  # noqa: E402
 from kzoo._io import save_json  # noqa: E402
-from _mnist import MNIST_TEST_FILES, load_mnist_or_digits, read_mnist_test_split  # noqa: E402  (recipes/ is on sys.path)
+import _recipe  # noqa: E402  (recipes/ is on sys.path)
+from _mnist import load_mnist_idx, load_mnist_or_digits  # noqa: E402
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="lenet5", help="any registry name (kzoo list)")
-    parser.add_argument("--load", default=None, help="start from this trained .keras model instead of training")
-    parser.add_argument("--dataset", choices=["auto", "mnist", "digits"], default="auto")
-    parser.add_argument("--mnist-idx", default=None,
-                        help=f"folder with {MNIST_TEST_FILES[0]} and its labels: first 8,000 train, last 2,000 test")
-    parser.add_argument("--data-dir", default=None, help="TFDS data folder")
-    parser.add_argument("--offline", action="store_true", help="never download; use what data_dir holds")
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs of the dense model")
-    parser.add_argument("--prune-epochs", type=int, default=6)
-    parser.add_argument("--qat-epochs", type=int, default=2)
-    parser.add_argument("--sparsity", type=float, default=0.8)
-    parser.add_argument("--output", default=None, help="default saved_models/compress_<model>")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="one epoch per stage: a smoke test")
-    return parser.parse_args(argv)
+RECIPE = "compress_and_export"
+
+
+def build_parser():
+    parser = _recipe.parser(__doc__)
+    _recipe.add(parser, "--model", "lenet5")
+    parser.add_argument("--load", default=None, metavar="MODEL.keras",
+                        help="start from this trained .keras model instead of training one")
+    _recipe.add(parser, "--dataset", "auto", choices=["auto", "mnist", "digits"],
+                help="auto: MNIST, or the embedded digits when MNIST cannot be had; mnist: MNIST or stop")
+    _recipe.add(parser, "--mnist-idx")
+    _recipe.add(parser, "--data-dir")
+    _recipe.add(parser, "--offline")
+    _recipe.add(parser, "--epochs", 5, help="training epochs of the dense model")
+    _recipe.add(parser, "--batch-size", 64)
+    parser.add_argument("--prune-epochs", type=int, default=6, help="fine-tuning epochs while pruning")
+    parser.add_argument("--qat-epochs", type=int, default=2, help="quantization-aware fine-tuning epochs")
+    parser.add_argument("--sparsity", type=float, default=0.8, help="fraction of weights pruned to zero")
+    _recipe.add(parser, "--output")
+    _recipe.add(parser, "--overwrite")
+    _recipe.add(parser, "--seed", 0)
+    _recipe.add(parser, "--quick", help="1 epoch per stage, a smoke test, to its own folder")
+    return parser
 
 
 def load_data(args, input_shape):
@@ -53,14 +59,12 @@ def load_data(args, input_shape):
     def fit_channels(dataset):
         return dataset.map(lambda x, y: (tf.image.grayscale_to_rgb(x), y)) if channels == 3 else dataset
 
-    if args.mnist_idx:
-        (train_images, train_labels), (test_images, test_labels) = read_mnist_test_split(args.mnist_idx)
-        common = dict(image_size=size, seed=args.seed)
-        train = data.from_arrays(train_images, train_labels, batch_size=64, augment="mnist", **common)
-        test = data.from_arrays(test_images, test_labels, batch_size=500, shuffle=False, **common)
-        return "mnist test split (8,000 / 2,000)", fit_channels(train), fit_channels(test)
-    dataset, train, _, test = load_mnist_or_digits(args, "compress_and_export", train_batch=64, test_batch=500,
-                                                   image_size=size)
+    if args.mnist_idx:  # All 8,000 train: this recipe holds no validation split out.
+        dataset, train, _, test = load_mnist_idx(args.mnist_idx, RECIPE, train_batch=args.batch_size,
+                                                 test_batch=500, image_size=size, seed=args.seed, validation=False)
+    else:
+        dataset, train, _, test = load_mnist_or_digits(args, RECIPE, train_batch=args.batch_size, test_batch=500,
+                                                       image_size=size)
     return dataset, fit_channels(train), fit_channels(test)
 
 
@@ -112,10 +116,13 @@ def print_table(rows):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.load and not os.path.isfile(args.load):
+        _recipe.fail(RECIPE, f"--load {args.load}: no such file. Give a model saved with model.save('....keras'), "
+                             "e.g. saved_models/lenet5_mnist/model.keras.", _recipe.EXIT_NOT_FOUND)
     keras.utils.set_random_seed(args.seed)
     model = dense_model(args)
-    output = args.output or os.path.join("saved_models", f"compress_{model.name}")
+    output = _recipe.output_folder(args, RECIPE, f"compress_{model.name}", keeps="report.json")
     dataset, train, test = load_data(args, tuple(model.inputs[0].shape[1:]))
     if args.quick:
         args.epochs, args.prune_epochs, args.qat_epochs = min(args.epochs, 1), 1, 1

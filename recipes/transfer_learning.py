@@ -1,7 +1,7 @@
 """Retrain an ImageNet-pretrained backbone for your own classes, evaluate it, and optionally export a .tflite.
 
     python recipes/transfer_learning.py                                 # resnet50 on tf_flowers, mode "top"
-    python recipes/transfer_learning.py --data-dir photos/ --mode full  # a folder with one sub-folder per class
+    python recipes/transfer_learning.py --images photos/ --mode full    # a folder with one sub-folder per class
     python recipes/transfer_learning.py --weights resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 --export int8
     python recipes/transfer_learning.py --quick --export int8           # a smoke test that needs nothing
 
@@ -10,13 +10,15 @@ top stage or everything at a tenth of the learning rate (`kzoo.transfer`).
 Writes model.keras, curves.png, confusion.png, metrics.json (and the .tflite
 with its model card) to --output. Offline, the ImageNet weights come from the
 Keras cache or --weights PATH; without them it says where to put the file.
+`--quick` trains the small CIFAR ResNet-20 (unless --backbone is given) from
+random weights on 60 digit images it writes to a temporary folder, and
+leaves only its results behind.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -27,33 +29,44 @@ import numpy as np  # noqa: E402
 import kzoo  # noqa: E402
 from kzoo import data, export, training, transfer  # noqa: E402
 from kzoo._io import save_json  # noqa: E402
+from kzoo.weights import WeightsUnavailableError  # noqa: E402
 
+import _recipe  # noqa: E402  (recipes/ is on sys.path)
+
+RECIPE = "transfer_learning"
 QUICK_CLASSES = 3
 QUICK_IMAGES_PER_CLASS = 20
+QUICK_BACKBONE = "resnet20"  # 0.27M parameters: a smoke run leaves megabytes, not hundreds of them.
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="resnet50", help="any registry name (kzoo list)")
-    parser.add_argument("--weights", default="imagenet", help="'imagenet' (Keras cache or download), a weights file, or 'none'")
-    parser.add_argument("--dataset", default="tf_flowers", help="a TFDS name (used when --data-dir is not given)")
-    parser.add_argument("--data-dir", default=None,
-                        help="a folder with one sub-folder of images per class (split 80/10/10 per class by --seed)")
-    parser.add_argument("--tfds-dir", default=None, help="TFDS data folder")
-    parser.add_argument("--offline", action="store_true", help="never download a dataset")
-    parser.add_argument("--mode", choices=transfer.MODES, default="top")
+def build_parser():
+    parser = _recipe.parser(__doc__)
+    parser.add_argument("--backbone", default=None,
+                        help=f"any registry name (kzoo list); default resnet50 ({QUICK_BACKBONE} with --quick)")
+    parser.add_argument("--weights", default="imagenet",
+                        help="'imagenet' (Keras cache or download), a weights file, or 'none'")
+    _recipe.add(parser, "--dataset", "tf_flowers", help="a TFDS name (used when --images is not given)")
+    parser.add_argument("--images", default=None, metavar="DIR",
+                        help="train on a folder with one sub-folder of images per class instead "
+                             "(split 80/10/10 per class by --seed)")
+    _recipe.add(parser, "--data-dir")
+    _recipe.add(parser, "--offline")
+    parser.add_argument("--mode", choices=transfer.MODES, default="top",
+                        help="head: train the new head only; top: then the top stage; full: then everything")
     parser.add_argument("--trainable-from", default=None, help="with --mode top: stage or layer, e.g. conv4")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--head-epochs", type=int, default=5)
-    parser.add_argument("--fine-tune-epochs", type=int, default=5)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--export", choices=["none", *export.MODES], default="none")
-    parser.add_argument("--output", default=None, help="default saved_models/transfer_<backbone>")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true",
-                        help="1+1 epochs at 64x64 on a small image folder and random weights it writes itself")
-    return parser.parse_args(argv)
+    parser.add_argument("--image-size", type=int, default=224, help="images are resized to this square size")
+    _recipe.add(parser, "--batch-size", 32)
+    parser.add_argument("--head-epochs", type=int, default=5, help="epochs of phase 1 (the new head)")
+    parser.add_argument("--fine-tune-epochs", type=int, default=5, help="epochs of phase 2 (modes top and full)")
+    _recipe.add(parser, "--learning-rate", 1e-3, help="phase 1's learning rate; phase 2 uses a tenth of it")
+    parser.add_argument("--export", choices=["none", *export.MODES], default="none",
+                        help="also write a verified .tflite in this mode")
+    _recipe.add(parser, "--output")
+    _recipe.add(parser, "--overwrite")
+    _recipe.add(parser, "--seed", 0)
+    _recipe.add(parser, "--quick", help=f"1+1 epochs at 64x64 of {QUICK_BACKBONE} (unless --backbone), random "
+                                        "weights and 60 digit images: a smoke test, to its own folder")
+    return parser
 
 
 def write_quick_images(folder):
@@ -82,18 +95,27 @@ def load_data(args):
     """(name, train, validation, test, class_names)."""
     common = dict(batch_size=args.batch_size, image_size=args.image_size, seed=args.seed)
     augment = kzoo.augment.imagenet(image_size=args.image_size, seed=args.seed)
-    if args.data_dir:  # 80/10/10 per class, the same split in the three calls (it depends on the seed only).
+    if args.images:  # 80/10/10 per class, the same split in the three calls (it depends on the seed only).
+        if not os.path.isdir(args.images):
+            _recipe.fail(RECIPE, f"--images {args.images}: no such folder. Give a folder with one sub-folder "
+                                 "of images per class.", _recipe.EXIT_NOT_FOUND)
+
         def subset(name, **kwargs):
-            return data.from_directory(args.data_dir, validation_split=0.1, test_split=0.1, subset=name,
+            return data.from_directory(args.images, validation_split=0.1, test_split=0.1, subset=name,
                                        **common, **kwargs)
 
         train = subset("training", augment=augment)
         val, test = subset("validation", shuffle=False), subset("test", shuffle=False)
-        return args.data_dir, train, val, test, train.class_names
-    load = dict(data_dir=args.tfds_dir, download=not args.offline, **common)
-    train = data.load(args.dataset, "train[:80%]", augment=augment, **load)
-    val = data.load(args.dataset, "train[80%:90%]", shuffle=False, **load)
-    test = data.load(args.dataset, "train[90%:]", shuffle=False, **load)
+        return getattr(args, "images_label", args.images), train, val, test, train.class_names
+    load = dict(data_dir=args.data_dir, download=not args.offline, **common)
+    try:
+        train = data.load(args.dataset, "train[:80%]", augment=augment, **load)
+        val = data.load(args.dataset, "train[80%:90%]", shuffle=False, **load)
+        test = data.load(args.dataset, "train[90%:]", shuffle=False, **load)
+    except data.DatasetUnavailableError as error:
+        _recipe.fail(RECIPE, f"--dataset {args.dataset}: the dataset is {error.why}. Prepare it with TFDS where "
+                             "there is network access and give its folder as --data-dir DIR, or train on your own "
+                             "images with --images DIR (one sub-folder per class).", _recipe.EXIT_UNAVAILABLE)
     return args.dataset, train, val, test, train.class_names
 
 
@@ -109,26 +131,36 @@ def merged(*histories):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
+    args.backbone = args.backbone or (QUICK_BACKBONE if args.quick else "resnet50")
+    output = _recipe.output_folder(args, RECIPE, f"transfer_{args.backbone}")
     keras.utils.set_random_seed(args.seed)  # Before anything random: the head's weights, the pipeline, dropout.
-    output = args.output or os.path.join("saved_models", f"transfer_{args.backbone}")
-    os.makedirs(output, exist_ok=True)
-    if args.quick:
-        args.image_size, args.batch_size, args.head_epochs = 64, 8, 1
-        args.fine_tune_epochs = 0 if args.mode == "head" else 1
-        args.data_dir = args.data_dir or write_quick_images(os.path.join(output, "quick_images"))
-        if args.weights == "imagenet":
-            args.weights = write_quick_weights(args, os.path.join(output, f"{args.backbone}_random_notop.weights.h5"))
-            print(f"--quick: random {args.backbone} weights ({args.weights}) and {QUICK_CLASSES} classes of "
-                  f"digit images ({args.data_dir}); a smoke test, not a result.")
+    weights_label = args.weights
+    with tempfile.TemporaryDirectory(prefix="kzoo-transfer-quick-") as scratch:  # What only --quick needs.
+        if args.quick:
+            args.image_size, args.batch_size, args.head_epochs = 64, 8, 1
+            args.fine_tune_epochs = 0 if args.mode == "head" else 1
+            if not args.images:
+                args.images = write_quick_images(os.path.join(scratch, "images"))
+                args.images_label = f"{QUICK_CLASSES} classes of digit images (--quick)"
+            if args.weights == "imagenet":
+                args.weights = write_quick_weights(args, os.path.join(scratch, f"{args.backbone}_random.weights.h5"))
+                weights_label = "random (--quick)"
+                print(f"--quick: random {args.backbone} weights and {QUICK_CLASSES} classes of digit images, "
+                      "in a temporary folder; a smoke test, not a result.")
+        return train_and_save(args, output, weights_label)
+
+
+def train_and_save(args, output, weights_label):
+    """Both phases, then model.keras, metrics.json and the pictures (and the .tflite): the metrics."""
     name, train, val, test, class_names = load_data(args)
     num_classes = len(class_names)
     try:
         model = transfer.build(args.backbone, num_classes, weights=None if args.weights == "none" else args.weights,
                                input_shape=(args.image_size, args.image_size, 3), mode=args.mode,
                                trainable_from=args.trainable_from)
-    except RuntimeError as error:  # ImageNet weights neither cached nor downloadable: say where the file goes.
-        sys.exit(f"transfer_learning: {error} Here: --weights PATH.")
+    except WeightsUnavailableError as error:  # Neither cached nor downloadable: say where the file goes.
+        _recipe.fail(RECIPE, f"{error} Here: --weights PATH.", _recipe.EXIT_UNAVAILABLE)
     start = time.perf_counter()
     phases = transfer.fine_tune(
         model, train, val, head_epochs=args.head_epochs,
@@ -137,7 +169,7 @@ def main(argv=None):
         learning_rate=args.learning_rate, checkpoint_dir=output, seed=args.seed, verbose=2,
     )
     seconds = time.perf_counter() - start
-    facts = dict(backbone=args.backbone, weights=args.weights, dataset=name, mode=args.mode,
+    facts = dict(backbone=args.backbone, weights=weights_label, dataset=name, mode=args.mode, quick=args.quick,
                  trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
                  train_seconds=round(seconds, 1), seed=args.seed)
     metrics = training.save_artifacts(output, model, merged(*phases), test, **facts)  # Kept, whatever export does.

@@ -83,6 +83,12 @@ def test_kzoo_help_documents_every_exit_status(capsys):
         assert f"{status}  {meaning}" in out
 
 
+def test_readme_lists_every_exit_status():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    for status, meaning in cli.EXIT_STATUSES.items():
+        assert f"- {status}: {meaning}" in readme
+
+
 def test_export_modes_offered_by_the_command_are_the_export_modules():
     from kzoo import export
 

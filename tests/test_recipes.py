@@ -8,7 +8,10 @@ import sys
 import numpy as np
 import pytest
 
+from kzoo.cli import EXIT_EXISTS, EXIT_UNAVAILABLE
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_IDX = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
 ARTIFACTS = {"model.keras", "history.csv", "curves.png", "confusion.png", "metrics.json"}
 
 
@@ -54,7 +57,7 @@ def test_mnist_recipe_validates_on_held_out_training_images_not_on_the_test_spli
     from argparse import Namespace
 
     mnist = recipe_module("_mnist", monkeypatch)
-    args = Namespace(dataset="digits", data_dir=None, offline=True, seed=0)
+    args = Namespace(dataset="digits", data_dir=None, offline=True, seed=0, mnist_idx=None)
     _, train, val, test = mnist.load_mnist_or_digits(args, "test", train_batch=2000, test_batch=2000)
     parts = [{image.tobytes() for image in np.asarray(next(iter(d))[0])} for d in (train, val, test)]
     assert [len(part) for part in parts] == [1293, 144, 360]  # The digits' images are all distinct.
@@ -76,12 +79,50 @@ def test_mnist_quick_without_matplotlib_writes_everything_else_and_says_what_it_
     assert not {"curves.png", "confusion.png"} & set(os.listdir(out))
 
 
-def test_mnist_with_dataset_mnist_refuses_the_fallback(tmp_path):
+def test_mnist_with_dataset_mnist_refuses_the_fallback_in_flags(tmp_path):
     result = run_recipe("mnist_lenet.py", "--dataset", "mnist", "--offline",
                         "--data-dir", str(tmp_path), "--output", str(tmp_path / "run"))
-    assert result.returncode == 1
-    assert "Dataset 'mnist' is not prepared in" in result.stderr and '"digits"' in result.stderr
-    assert not (tmp_path / "run").exists()
+    assert result.returncode == EXIT_UNAVAILABLE
+    assert "--dataset mnist: MNIST is not prepared in" in result.stderr
+    assert all(flag in result.stderr for flag in ("--data-dir DIR", "--mnist-idx DIR", "--dataset digits"))
+    assert "data_dir=" not in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_mnist_reads_the_original_idx_files_and_holds_validation_out(tmp_path, monkeypatch):
+    mnist_lenet = recipe_module("mnist_lenet", monkeypatch)
+    metrics = mnist_lenet.main(["--mnist-idx", MNIST_IDX, "--epochs", "1", "--output", str(tmp_path / "run")])
+    assert metrics["dataset"] == "mnist test split (7,200 / 800 / 2,000)"
+    assert metrics["test_examples"] == 2000 and metrics["test_accuracy"] > 0.5
+    with pytest.raises(SystemExit) as stop:
+        mnist_lenet.main(["--mnist-idx", str(tmp_path), "--output", str(tmp_path / "other")])
+    assert stop.value.code == EXIT_UNAVAILABLE
+
+
+def test_quick_runs_go_to_their_own_folder_and_no_run_replaces_a_model_unasked(tmp_path, monkeypatch, capsys):
+    mnist_lenet = recipe_module("mnist_lenet", monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    mnist_lenet.main(["--quick", "--dataset", "digits"])
+    quick = tmp_path / "saved_models" / "lenet5_mnist_quick"
+    assert (quick / "model.keras").exists() and not (tmp_path / "saved_models" / "lenet5_mnist").exists()
+    before = (quick / "model.keras").stat().st_mtime_ns
+    with pytest.raises(SystemExit) as stop:
+        mnist_lenet.main(["--quick", "--dataset", "digits"])
+    assert stop.value.code == EXIT_EXISTS and "--overwrite" in capsys.readouterr().err
+    assert (quick / "model.keras").stat().st_mtime_ns == before
+    mnist_lenet.main(["--quick", "--dataset", "digits", "--overwrite"])
+    assert (quick / "model.keras").stat().st_mtime_ns != before
+
+
+def test_recipe_outputs_get_the_mode_a_normal_write_gives(tmp_path, monkeypatch):
+    mnist_lenet = recipe_module("mnist_lenet", monkeypatch)
+    old = os.umask(0o027)
+    try:
+        mnist_lenet.main(["--quick", "--dataset", "digits", "--output", str(tmp_path / "run")])
+    finally:
+        os.umask(old)
+    files = [f for f in os.listdir(tmp_path / "run") if os.path.isfile(tmp_path / "run" / f)]
+    assert ARTIFACTS | {"best.keras"} <= set(files)
+    assert {f: oct((tmp_path / "run" / f).stat().st_mode & 0o777) for f in files} == {f: "0o640" for f in files}
 
 
 def test_cifar10_quick_runs_offline(tmp_path):
@@ -95,10 +136,11 @@ def test_cifar10_quick_runs_offline(tmp_path):
     assert ARTIFACTS <= set(os.listdir(out))
 
 
-def test_cifar10_full_run_offline_stops_with_the_reason(tmp_path):
-    result = run_recipe("cifar10_resnet.py", "--offline", "--data-dir", str(tmp_path))
-    assert result.returncode == 1
-    assert "Dataset 'cifar10' is not prepared" in result.stderr
+def test_cifar10_full_run_offline_stops_with_the_reason_in_flags(tmp_path):
+    result = run_recipe("cifar10_resnet.py", "--offline", "--data-dir", str(tmp_path), "--output", str(tmp_path / "o"))
+    assert result.returncode == EXIT_UNAVAILABLE
+    assert "CIFAR-10 is not prepared in" in result.stderr and "--data-dir DIR" in result.stderr
+    assert "--quick" in result.stderr and "data_dir=" not in result.stderr
 
 
 def test_compress_and_export_quick_runs_offline_and_prints_its_table(tmp_path):
@@ -117,22 +159,26 @@ def test_compress_and_export_quick_runs_offline_and_prints_its_table(tmp_path):
         assert (out / row["file"]).exists() and (out / row["file"].replace(".tflite", ".md")).exists()
 
 
-def test_transfer_learning_quick_writes_its_weights_and_images_and_exports_int8(tmp_path):
+def test_transfer_learning_quick_exports_int8_and_leaves_a_small_footprint(tmp_path):
     out = tmp_path / "run"
     result = run_recipe("transfer_learning.py", "--quick", "--export", "int8", "--output", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "a smoke test, not a result" in result.stdout
-    assert (out / "resnet50_random_notop.weights.h5").exists() and len(os.listdir(out / "quick_images")) == 3
     assert ARTIFACTS - {"history.csv"} <= set(os.listdir(out))
     assert {"head", "fine_tune"} <= set(os.listdir(out))  # Each phase's checkpoints and logs.
+    assert not any(name.endswith(".weights.h5") or name == "quick_images" for name in os.listdir(out))
+    footprint = sum(os.path.getsize(os.path.join(folder, f)) for folder, _, files in os.walk(out) for f in files)
+    assert footprint < 20 * 2**20, f"{footprint / 2**20:.0f} MB"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["backbone"] == "resnet50" and metrics["mode"] == "top" and metrics["epochs_run"] == 2
+    assert metrics["backbone"] == "resnet20" and metrics["mode"] == "top" and metrics["epochs_run"] == 2
+    assert metrics["weights"] == "random (--quick)" and metrics["quick"] is True
     assert metrics["test_examples"] == 6  # 10% of each class's 20 images, none of them seen in training.
     assert metrics["tflite_agreement"] >= 0.9 and (out / metrics["tflite"]).exists()
     assert (out / metrics["tflite"].replace(".tflite", ".md")).exists()
 
 
-def test_transfer_learning_without_imagenet_weights_says_where_to_put_the_file(tmp_path, monkeypatch, keras_home):
+def test_transfer_learning_without_imagenet_weights_says_where_to_put_the_file(tmp_path, monkeypatch, keras_home,
+                                                                                capsys):
     import dataclasses
 
     from kzoo import weights
@@ -144,8 +190,9 @@ def test_transfer_learning_without_imagenet_weights_says_where_to_put_the_file(t
     monkeypatch.setitem(weights.RECORDS, ("resnet50", "imagenet"), dataclasses.replace(record, no_top=unreachable))
     images = transfer_learning.write_quick_images(str(tmp_path / "images"))
     with pytest.raises(SystemExit) as stop:
-        transfer_learning.main(["--data-dir", images, "--image-size", "32", "--output", str(tmp_path / "run")])
-    message = str(stop.value.code)
+        transfer_learning.main(["--images", images, "--image-size", "32", "--output", str(tmp_path / "run")])
+    message = capsys.readouterr().err
+    assert stop.value.code == EXIT_UNAVAILABLE
     assert os.path.join(keras_home, "models", record.no_top.file_name) in message and "--weights PATH" in message
 
 
@@ -161,3 +208,20 @@ def test_transfer_learning_keeps_the_trained_model_when_the_export_fails(tmp_pat
         transfer_learning.main(["--quick", "--backbone", "resnet20", "--export", "int8", "--output", str(out)])
     assert {"model.keras", "metrics.json"} <= set(os.listdir(out))
     assert json.loads((out / "metrics.json").read_text())["backbone"] == "resnet20"
+
+
+def test_every_flag_two_recipes_share_has_one_definition_and_the_readme_table_is_current(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "recipes"))
+    import _recipe
+
+    taken = {}
+    for name in _recipe.RECIPES:
+        for action in __import__(name).build_parser()._actions:
+            if action.option_strings and action.option_strings[0] != "-h":
+                taken.setdefault(action.option_strings[0], []).append(name)
+    shared = {flag for flag, recipes in taken.items() if len(recipes) > 1}
+    assert shared <= set(_recipe.FLAGS), f"define {sorted(shared - set(_recipe.FLAGS))} once, in recipes/_recipe.py"
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    start = readme.index("<!-- recipe-flags:start -->") + len("<!-- recipe-flags:start -->")
+    assert readme[start:readme.index("<!-- recipe-flags:end -->")].strip() == _recipe.flags_table(), (
+        "README's recipe flags table is stale: regenerate it with `python recipes/_recipe.py`.")
