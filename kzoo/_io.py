@@ -20,7 +20,7 @@ def atomic_write(path: str, write, suffix: str = "") -> str:
     os.close(handle)
     try:
         write(temporary)
-        os.chmod(temporary, 0o666 & ~_umask())
+        os.chmod(temporary, usual_mode())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -29,10 +29,14 @@ def atomic_write(path: str, write, suffix: str = "") -> str:
     return path
 
 
-def _umask() -> int:
+def usual_mode(folder: bool = False) -> int:
+    """The mode a plain `open(path, "w")` (or `os.mkdir`) gives: 0o666 (0o777) less the umask.
+
+    For files and folders made with `tempfile`, which are owner-only.
+    """
     mask = os.umask(0)  # The only way to read it is to set it: put it back at once.
     os.umask(mask)
-    return mask
+    return (0o777 if folder else 0o666) & ~mask
 
 
 class PlottingUnavailableError(ImportError):

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from kzoo._io import atomic_write, save_json
+from kzoo._io import atomic_write, save_json, usual_mode
 from kzoo.data import checks
 
 MODES = ("float32", "dynamic", "float16", "int8", "edgetpu")
@@ -350,6 +350,7 @@ def to_saved_model(model, path: str, *, overwrite: bool = False) -> str:
             _quietly(lambda: model.export(temporary, format="tf_saved_model", verbose=False))
         else:
             tf.saved_model.save(model, temporary)
+        os.chmod(temporary, usual_mode(folder=True))
         if os.path.exists(path):
             shutil.rmtree(path)
         os.replace(temporary, path)

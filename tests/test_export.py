@@ -119,8 +119,8 @@ def test_cli_export_then_verify(trained_lenet, tmp_path, capsys):
     assert cli.main(["verify", out, "--data", "digits", "--reference", model_path, "--max-samples", "50"]) == 0
     printed = capsys.readouterr().out
     assert "samples              50" in printed and "accuracy" in printed
-    assert cli.main(["export", model_path, "--out", out]) == 2  # Exists: kept, clear message.
-    assert "overwrite" in capsys.readouterr().err
+    assert cli.main(["export", model_path, "--out", out]) == cli.EXIT_EXISTS  # Kept, clear message.
+    assert "--overwrite" in capsys.readouterr().err
 
 
 def test_calibration_and_verify_data_follow_the_image_contract(exports, digits):
@@ -144,5 +144,18 @@ def test_cli_export_says_when_the_data_does_not_fit_the_model(tmp_path, capsys):
     path = str(tmp_path / "rgb.keras")
     kzoo.get_model("resnet20").save(path)
     code = cli.main(["export", path, "--mode", "int8", "--calibration", "digits", "--out", str(tmp_path / "m.tflite")])
-    assert code == 2
-    assert "has 1-channel images" in capsys.readouterr().err and not (tmp_path / "m.tflite").exists()
+    assert code == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--calibration has 1-channel images" in err and "representative_data" not in err
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_exported_files_get_the_mode_a_normal_write_gives(trained_lenet, digits, tmp_path):
+    old = os.umask(0o027)
+    try:
+        export.to_tflite(trained_lenet, str(tmp_path / "m.tflite"), verify_data=digits[1])
+        export.to_saved_model(trained_lenet, str(tmp_path / "saved"))
+    finally:
+        os.umask(old)
+    modes = {name: oct((tmp_path / name).stat().st_mode & 0o777) for name in os.listdir(tmp_path)}
+    assert modes == {"m.tflite": "0o640", "m.json": "0o640", "m.md": "0o640", "saved": "0o750"}

@@ -131,15 +131,6 @@ def test_kzoo_export_exit_statuses_name_the_flags(small_keras_file, tmp_path, ca
     assert "--overwrite" in capsys.readouterr().err
 
 
-def test_kzoo_export_with_data_that_does_not_fit_says_it_in_flags(tmp_path, capsys):
-    rgb = str(tmp_path / "rgb.keras")
-    kzoo.resnet20().save(rgb)
-    assert cli.main(["export", rgb, "--mode", "int8", "--calibration", "digits",
-                     "--out", str(tmp_path / "m.tflite")]) == cli.EXIT_USAGE
-    err = capsys.readouterr().err
-    assert "--calibration" in err and "representative_data" not in err
-
-
 def test_kzoo_export_reports_a_failed_check_with_its_own_status(small_keras_file, tmp_path, capsys, monkeypatch):
     from kzoo import export
 
