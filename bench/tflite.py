@@ -84,7 +84,7 @@ def accuracy_targets(folder):
     sys.path.insert(0, os.path.join(ROOT, "recipes"))
     import compress_and_export as recipe
 
-    args = recipe.parse_args(["--mnist-idx", MNIST, "--output", folder])
+    args = recipe.build_parser().parse_args(["--mnist-idx", MNIST, "--output", folder])
     keras.utils.set_random_seed(args.seed)
     model = recipe.dense_model(args)
     _, train, test = recipe.load_data(args, (28, 28, 1))
