@@ -13,7 +13,13 @@ import importlib
 import os
 import sys
 
+from kzoo._quiet import native_stderr_hidden
 from kzoo.cli import EXIT_EXISTS, EXIT_NOT_FOUND, EXIT_STATUSES, EXIT_UNAVAILABLE
+
+# Imported first by every recipe, so TensorFlow loads here, without its start-up lines (unless --verbose).
+VERBOSE = "--verbose" in sys.argv[1:]
+with native_stderr_hidden(VERBOSE):
+    import tensorflow  # noqa: F401
 
 RECIPES = ("mnist_lenet", "cifar10_resnet", "compress_and_export", "transfer_learning")
 
@@ -35,14 +41,23 @@ FLAGS = {
     "--strategy": dict(help="distribution strategy; multi_worker: one of the workers TF_CONFIG names "
                             "(see python -m kzoo.launch)"),
     "--learning-rate": dict(type=float, help="peak learning rate"),
+    "--verbose": dict(action="store_true", help="show TensorFlow's own start-up and log lines"),
 }
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
     """A recipe's parser: its docstring's first line as description, the exit statuses as epilog."""
     statuses = "\n".join(f"  {code}  {EXIT_STATUSES[code]}" for code in (0, 2, EXIT_NOT_FOUND, EXIT_EXISTS, EXIT_UNAVAILABLE))
-    return argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   epilog=f"exit status:\n{statuses}")
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"exit status:\n{statuses}")
+    add(parser, "--verbose")
+    return parser
+
+
+def run(main) -> None:
+    """Runs a recipe's `main()` with TensorFlow's and LiteRT's native log lines held back, unless --verbose."""
+    with native_stderr_hidden(VERBOSE):
+        main()
 
 
 def add(parser: argparse.ArgumentParser, flag: str, default=None, **overrides) -> None:

@@ -12,17 +12,15 @@ learning rate 0.1 divided by 10 at 50% and 75% of training (32k and 48k of
 
 from __future__ import annotations
 
-import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import _recipe  # noqa: E402  first (recipes/ is on sys.path): it loads TensorFlow without its start-up lines
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kzoo  # noqa: E402
 from kzoo import data, distribute, training  # noqa: E402
-import _recipe  # noqa: E402  (recipes/ is on sys.path)
 
 RECIPE = "cifar10_resnet"
 
@@ -111,4 +109,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    _recipe.run(main)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import _recipe  # noqa: E402  first (recipes/ is on sys.path): it loads TensorFlow without its start-up lines
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -23,7 +23,6 @@ import tensorflow as tf  # noqa: E402
 import kzoo  # noqa: E402
 from kzoo import compress, export, training  # noqa: E402
 from kzoo._io import save_json  # noqa: E402
-import _recipe  # noqa: E402  (recipes/ is on sys.path)
 from _mnist import load_mnist_idx, load_mnist_or_digits  # noqa: E402
 
 
@@ -136,4 +135,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    _recipe.run(main)

@@ -15,13 +15,12 @@ from __future__ import annotations
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import _recipe  # noqa: E402  first (recipes/ is on sys.path): it loads TensorFlow without its start-up lines
 
 import keras  # noqa: E402
 
 import kzoo  # noqa: E402
 from kzoo import distribute, training  # noqa: E402
-import _recipe  # noqa: E402  (recipes/ is on sys.path)
 from _mnist import load_mnist_or_digits  # noqa: E402
 
 RECIPE = "mnist_lenet"
@@ -69,4 +68,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    _recipe.run(main)

@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import _recipe  # noqa: E402  first (recipes/ is on sys.path): it loads TensorFlow without its start-up lines
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -31,7 +31,6 @@ from kzoo import data, export, training, transfer  # noqa: E402
 from kzoo._io import save_json  # noqa: E402
 from kzoo.weights import WeightsUnavailableError  # noqa: E402
 
-import _recipe  # noqa: E402  (recipes/ is on sys.path)
 
 RECIPE = "transfer_learning"
 QUICK_CLASSES = 3
@@ -187,4 +186,4 @@ def train_and_save(args, output, weights_label):
 
 
 if __name__ == "__main__":
-    main()
+    _recipe.run(main)

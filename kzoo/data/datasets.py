@@ -137,7 +137,7 @@ def _tfds_split(tfds_name: str, split: str, data_dir: str | None, download: bool
     except (AssertionError, FileNotFoundError):  # TFDS asserts that the files exist.
         pass
     if not download:
-        reason = "downloading is disabled (download=False)"
+        reason = "downloading is off"
     elif not _reachable(DOWNLOAD_HOST):
         reason = f"there is no network ({DOWNLOAD_HOST[0]} cannot be reached)"
     else:
@@ -148,7 +148,8 @@ def _tfds_split(tfds_name: str, split: str, data_dir: str | None, download: bool
             reason = f"downloading failed: {type(error).__name__}: {str(error)[:200]}"
     why = f"not prepared in {builder.data_dir} and {reason}"
     raise DatasetUnavailableError(
-        f"Dataset {tfds_name!r} is {why}. Prepare it where there is network access and pass "
+        f"Dataset {tfds_name!r} is {why}{'' if download else ' (download=False)'}. Prepare it where there is "
+        "network access and pass "
         f"data_dir=, or, offline, use {OFFLINE_CHOICES}.", name=tfds_name, why=why,
     )
 
