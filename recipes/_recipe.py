@@ -45,11 +45,20 @@ FLAGS = {
 }
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
-    """A recipe's parser: its docstring's first line as description, the exit statuses as epilog."""
+def parser(doc: str, *, quick: str | None = None) -> argparse.ArgumentParser:
+    """A recipe's parser with the flags every recipe takes (--output, --overwrite, --seed, --quick, --verbose).
+
+    Args:
+        doc: The recipe's docstring; its first line describes the recipe.
+        quick: What --quick does in this recipe, if more than `FLAGS` says.
+    """
     statuses = "\n".join(f"  {code}  {EXIT_STATUSES[code]}" for code in (0, 2, EXIT_NOT_FOUND, EXIT_EXISTS, EXIT_UNAVAILABLE))
     parser = argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=f"exit status:\n{statuses}")
+    add(parser, "--output")
+    add(parser, "--overwrite")
+    add(parser, "--seed", 0)
+    add(parser, "--quick", **({"help": quick} if quick else {}))
     add(parser, "--verbose")
     return parser
 

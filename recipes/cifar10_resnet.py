@@ -30,7 +30,8 @@ PAPER_TEST_ACCURACY = {"resnet20": 0.9125, "resnet32": 0.9249, "resnet44": 0.928
 
 
 def build_parser():
-    parser = _recipe.parser(__doc__)
+    parser = _recipe.parser(__doc__, quick="1 epoch, a smoke test, to its own folder; offline it trains on "
+                                           "the embedded digits instead of CIFAR-10")
     _recipe.add(parser, "--model", "resnet20", choices=list(PAPER_TEST_ACCURACY))
     _recipe.add(parser, "--epochs", 182)
     _recipe.add(parser, "--batch-size", 128)
@@ -40,12 +41,7 @@ def build_parser():
                         help="step: divide by 10 at 50%% and 75%% of training (the paper); cosine")
     _recipe.add(parser, "--data-dir")
     _recipe.add(parser, "--offline")
-    _recipe.add(parser, "--output")
-    _recipe.add(parser, "--overwrite")
     _recipe.add(parser, "--strategy", "auto", choices=distribute.STRATEGIES)
-    _recipe.add(parser, "--seed", 0)
-    _recipe.add(parser, "--quick", help="1 epoch, a smoke test, to its own folder; offline it trains on the "
-                                        "embedded digits instead of CIFAR-10")
     return parser
 
 

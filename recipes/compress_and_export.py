@@ -30,7 +30,7 @@ RECIPE = "compress_and_export"
 
 
 def build_parser():
-    parser = _recipe.parser(__doc__)
+    parser = _recipe.parser(__doc__, quick="1 epoch per stage, a smoke test, to its own folder")
     _recipe.add(parser, "--model", "lenet5")
     parser.add_argument("--load", default=None, metavar="MODEL.keras",
                         help="start from this trained .keras model instead of training one")
@@ -44,10 +44,6 @@ def build_parser():
     parser.add_argument("--prune-epochs", type=int, default=6, help="fine-tuning epochs while pruning")
     parser.add_argument("--qat-epochs", type=int, default=2, help="quantization-aware fine-tuning epochs")
     parser.add_argument("--sparsity", type=float, default=0.8, help="fraction of weights pruned to zero")
-    _recipe.add(parser, "--output")
-    _recipe.add(parser, "--overwrite")
-    _recipe.add(parser, "--seed", 0)
-    _recipe.add(parser, "--quick", help="1 epoch per stage, a smoke test, to its own folder")
     return parser
 
 

@@ -35,11 +35,7 @@ def build_parser():
     _recipe.add(parser, "--data-dir")
     _recipe.add(parser, "--offline")
     _recipe.add(parser, "--mnist-idx")
-    _recipe.add(parser, "--output")
-    _recipe.add(parser, "--overwrite")
     _recipe.add(parser, "--strategy", "auto", choices=distribute.STRATEGIES)
-    _recipe.add(parser, "--seed", 0)
-    _recipe.add(parser, "--quick")
     return parser
 
 

@@ -39,7 +39,8 @@ QUICK_BACKBONE = "resnet20"  # 0.27M parameters: a smoke run leaves megabytes, n
 
 
 def build_parser():
-    parser = _recipe.parser(__doc__)
+    parser = _recipe.parser(__doc__, quick=f"1+1 epochs at 64x64 of {QUICK_BACKBONE} (unless --backbone), "
+                                           "random weights and 60 digit images: a smoke test, to its own folder")
     parser.add_argument("--backbone", default=None,
                         help=f"any registry name (kzoo list); default resnet50 ({QUICK_BACKBONE} with --quick)")
     parser.add_argument("--weights", default="imagenet",
@@ -60,11 +61,6 @@ def build_parser():
     _recipe.add(parser, "--learning-rate", 1e-3, help="phase 1's learning rate; phase 2 uses a tenth of it")
     parser.add_argument("--export", choices=["none", *export.MODES], default="none",
                         help="also write a verified .tflite in this mode")
-    _recipe.add(parser, "--output")
-    _recipe.add(parser, "--overwrite")
-    _recipe.add(parser, "--seed", 0)
-    _recipe.add(parser, "--quick", help=f"1+1 epochs at 64x64 of {QUICK_BACKBONE} (unless --backbone), random "
-                                        "weights and 60 digit images: a smoke test, to its own folder")
     return parser
 
 

@@ -132,6 +132,7 @@ def test_cifar10_quick_runs_offline(tmp_path):
                         "--output", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "CIFAR-10 cannot be had here" in result.stdout
+    assert "after 1 epoch (" in result.stdout and "a smoke test, not a result" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"] == "resnet20" and metrics["paper_test_accuracy"] == 0.9125
     assert ARTIFACTS <= set(os.listdir(out))
