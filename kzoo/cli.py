@@ -236,7 +236,7 @@ def _dataset(spec: str, input_shape, split: str, flag: str):
     if os.path.isdir(spec):
         return data.from_directory(spec, image_size=size, batch_size=64, shuffle=False, cache=False)
     if os.sep in spec or os.path.exists(spec):
-        raise CommandError(f"{flag} {spec}: no such folder. Give a folder with one sub-folder of images "
+        raise CommandError(f"{flag} {spec}: not a folder. Give a folder with one sub-folder of images "
                            "per class, or a dataset name such as digits.", EXIT_NOT_FOUND)
     try:
         return data.load(spec, split, batch_size=64, image_size=size, shuffle=False, cache=False)
