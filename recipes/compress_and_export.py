@@ -66,7 +66,7 @@ def load_data(args, input_shape):
 def dense_model(args):
     if args.load:
         return keras.models.load_model(args.load)
-    entry = kzoo.models._registry.model_entry(args.model)
+    entry = kzoo.models.model_entry(args.model)
     shape = (28, 28, 1) if entry.family.name == "lenet" else (32, 32, 3)
     return kzoo.get_model(args.model, input_shape=shape, num_classes=10)
 

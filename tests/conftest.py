@@ -4,6 +4,8 @@ KERAS_HOME is read when Keras is imported, so it is set here, before any
 test module imports kzoo or keras.
 """
 
+import dataclasses
+import hashlib
 import os
 import tempfile
 
@@ -65,3 +67,54 @@ def assert_close(actual, expected, rtol=1e-5):
     assert difference <= rtol * scale, (
         f"largest difference {difference:.3g} is {difference / scale:.3g} of the largest value {scale:.3g} "
         f"(allowed: {rtol:g})")
+
+
+# Weights files written by the tests, in the formats keras.applications publishes (test_weights, test_transfer).
+# kzoo model -> keras.applications class (tf_keras.applications has the same names).
+KERAS_APPLICATIONS = {
+    "vgg16": "VGG16",
+    "vgg19": "VGG19",
+    "resnet50": "ResNet50",
+    "resnet101": "ResNet101",
+    "resnet152": "ResNet152",
+    "resnet50_v2": "ResNet50V2",
+    "resnet101_v2": "ResNet101V2",
+    "resnet152_v2": "ResNet152V2",
+}
+SHAPE = (32, 32, 3)
+
+
+def reference_file(name, include_top, file_format, folder):
+    """Saves random keras.applications weights; returns (path, reference model).
+
+    "legacy" is the HDF5 layout of the official downloads, written by tf_keras;
+    "weights.h5" is the Keras 3 format.
+    """
+    if file_format == "legacy":
+        import tf_keras
+
+        reference = getattr(tf_keras.applications, KERAS_APPLICATIONS[name])(
+            weights=None, include_top=include_top, input_shape=SHAPE
+        )
+        path = os.path.join(folder, f"{name}.h5")
+    else:
+        reference = getattr(keras.applications, KERAS_APPLICATIONS[name])(
+            weights=None, include_top=include_top, input_shape=SHAPE
+        )
+        path = os.path.join(folder, f"{name}.weights.h5")
+    reference.save_weights(path)
+    return path, reference
+
+
+def md5(path):
+    return hashlib.md5(open(path, "rb").read()).hexdigest()
+
+
+def with_hash(monkeypatch, model, file_hash, include_top):
+    """Points the (model, "imagenet") record at a file the test wrote."""
+    from kzoo import weights as weights_lib
+
+    record = weights_lib.RECORDS[(model, "imagenet")]
+    field = "top" if include_top else "no_top"
+    changed = dataclasses.replace(getattr(record, field), file_hash=file_hash)
+    monkeypatch.setitem(weights_lib.RECORDS, (model, "imagenet"), dataclasses.replace(record, **{field: changed}))

@@ -5,8 +5,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import assert_close, images
-from test_weights import md5, reference_file, with_hash
+from conftest import assert_close, images, md5, reference_file, with_hash
 
 import kzoo
 from kzoo import data, export, training, transfer

@@ -1,53 +1,16 @@
 """Weights: keras.applications parity, the ImageNet cache, every error path, pre/post-processing."""
 
 import dataclasses
-import hashlib
 import json
 import os
 
 import keras
 import numpy as np
 import pytest
-from conftest import assert_close, images
+from conftest import KERAS_APPLICATIONS, SHAPE, assert_close, images, md5, reference_file, with_hash
 
 import kzoo
 from kzoo import weights as weights_lib
-
-# kzoo model -> keras.applications class (tf_keras.applications has the same names).
-KERAS_APPLICATIONS = {
-    "vgg16": "VGG16",
-    "vgg19": "VGG19",
-    "resnet50": "ResNet50",
-    "resnet101": "ResNet101",
-    "resnet152": "ResNet152",
-    "resnet50_v2": "ResNet50V2",
-    "resnet101_v2": "ResNet101V2",
-    "resnet152_v2": "ResNet152V2",
-}
-SHAPE = (32, 32, 3)
-
-
-def reference_file(name, include_top, file_format, folder):
-    """Saves random keras.applications weights; returns (path, reference model).
-
-    "legacy" is the HDF5 layout of the official downloads, written by tf_keras;
-    "weights.h5" is the Keras 3 format.
-    """
-    if file_format == "legacy":
-        import tf_keras
-
-        reference = getattr(tf_keras.applications, KERAS_APPLICATIONS[name])(
-            weights=None, include_top=include_top, input_shape=SHAPE
-        )
-        path = os.path.join(folder, f"{name}.h5")
-    else:
-        reference = getattr(keras.applications, KERAS_APPLICATIONS[name])(
-            weights=None, include_top=include_top, input_shape=SHAPE
-        )
-        path = os.path.join(folder, f"{name}.weights.h5")
-    reference.save_weights(path)
-    return path, reference
-
 
 @pytest.mark.parametrize("file_format", ["legacy", "weights.h5"])
 @pytest.mark.parametrize("include_top", [True, False])
@@ -72,18 +35,6 @@ def test_keras_file_loads_as_weights(tmp_path):
     model = kzoo.lenet5(weights=path)
     x = images((28, 28, 1))
     np.testing.assert_allclose(np.asarray(model(x)), np.asarray(source(x)), atol=1e-6)
-
-
-def md5(path):
-    return hashlib.md5(open(path, "rb").read()).hexdigest()
-
-
-def with_hash(monkeypatch, model, file_hash, include_top):
-    """Points the (model, "imagenet") record at a file the test wrote."""
-    record = weights_lib.RECORDS[(model, "imagenet")]
-    field = "top" if include_top else "no_top"
-    changed = dataclasses.replace(getattr(record, field), file_hash=file_hash)
-    monkeypatch.setitem(weights_lib.RECORDS, (model, "imagenet"), dataclasses.replace(record, **{field: changed}))
 
 
 def test_imagenet_weights_come_from_the_keras_cache_offline(keras_home, monkeypatch, tmp_path):

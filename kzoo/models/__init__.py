@@ -1,19 +1,12 @@
-"""The model zoo: one module per family; importing them fills the registry."""
+"""The model zoo: one module per family, each a spec table; importing them fills the registry.
 
-from kzoo.models._registry import get_model, list_models, model_info, register_model
-from kzoo.models.alexnet import alexnet
-from kzoo.models.lenet import lenet5
-from kzoo.models.resnet import (
-    resnet18, resnet20, resnet32, resnet34, resnet44, resnet50, resnet50_v2, resnet56,
-    resnet101, resnet101_v2, resnet110, resnet152, resnet152_v2,
-)
-from kzoo.models.vgg import vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
+Every registered model is a public builder here (`kzoo.models.resnet50`, also
+`kzoo.resnet50`), made by `_builder.register_family` from its spec row.
+"""
 
-__all__ = [
-    "get_model", "list_models", "model_info", "register_model",
-    "lenet5", "alexnet",
-    "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "resnet50_v2", "resnet101_v2", "resnet152_v2",
-    "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-]
+from kzoo.models import alexnet as _alexnet, lenet as _lenet, resnet as _resnet, vgg as _vgg  # noqa: F401  (register)
+from kzoo.models._registry import get_model, list_models, model_entry, model_info, register_model
+
+globals().update({name: model_entry(name).fn for name in list_models()})
+
+__all__ = ["get_model", "list_models", "model_entry", "model_info", "register_model", *list_models()]

@@ -1,8 +1,10 @@
-"""What every family builder shares: argument checks, the input, the head, assembly.
+"""What every family builder shares: the argument block and its checks, the input, the head, assembly.
 
-A family builder resolves its arguments with `resolve_options`, builds its
-trunk, and hands the tensors to `assemble`, which adds the classifier or
-pooling, loads weights, and cuts out `features_only` backbones.
+`resolve_options` is the one definition of the keras.applications-style
+arguments every model takes (`_builder` gives them to each public builder);
+a family's `build(opts, spec, ...)` builds its trunk from the resolved
+`Options` and hands the tensors to `assemble` (or `linear_model`), which add
+the classifier or pooling, load weights, and cut out `features_only` backbones.
 """
 
 from __future__ import annotations
@@ -49,15 +51,12 @@ def resolve_options(
     name: str | None = None,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
-    flatten_head: bool = False,
 ) -> Options:
     """Checks the common builder arguments and fills in the model's defaults.
 
     Args:
         variant: Registered model name, e.g. "vgg16".
-        flatten_head: True for families whose classifier flattens the last
-            feature map, so the top needs a fixed spatial size.
-        Others: as documented on the builders.
+        Others: as documented in `ARGUMENT_DOCS` (and so on every builder).
 
     Returns:
         The resolved `Options`.
@@ -67,6 +66,7 @@ def resolve_options(
     """
     entry = _registry.model_entry(variant)
     family = entry.family
+    flatten_head = family.flatten_head
     if keras.config.image_data_format() != "channels_last":
         raise ValueError(
             f"kzoo models are channels_last; keras.config.image_data_format() is "
@@ -117,6 +117,24 @@ def resolve_options(
         features_only=features_only,
         out_indices=out_indices,
     )
+
+
+# The docs of `resolve_options`' arguments, as every builder's docstring shows them; the
+# {placeholders} are filled from the family and the model.
+ARGUMENT_DOCS = {
+    "include_top": "End in the classifier (with `num_classes` outputs).",
+    "weights": "None (random), {weights}or the path to a weights file (.weights.h5, .keras, legacy .h5).",
+    "input_tensor": "Optional Keras tensor to use as the input.",
+    "input_shape": "(height, width, channels); default {default_input}; height and width at least {min_size}"
+                   "{none_sizes}.",
+    "pooling": 'With include_top=False: None, "avg" or "max" global pooling.',
+    "num_classes": "Number of classes (default {default_classes}).",
+    "classes": "Alias of `num_classes`, as keras.applications names it.",
+    "classifier_activation": 'Activation of the last layer ("softmax"); None gives logits.',
+    "name": "Model name; defaults to the model's registry name.",
+    "features_only": "Return the stage feature maps (strides {strides}) instead of the classifier.",
+    "out_indices": "Which stages to return with features_only (default: all).",
+}
 
 
 def _resolve_num_classes(num_classes, classes, default: int) -> int:

@@ -25,24 +25,31 @@ class Family:
     Attributes:
         name: Family name, e.g. "vgg".
         paper: Citation of the paper that introduced the family.
-        builder: The family's one builder; its keyword arguments are the
-            public arguments of every model of the family.
+        build: `build(opts, spec, **extras)`: the family's one builder, given
+            the resolved common arguments (`_common.Options`), the model's
+            spec row and the family's own keyword arguments (`dropout`,
+            `sequential`, ...), documented in its docstring's Args.
         default_input: Default `(height, width, channels)`.
         min_size: Smallest height/width the family accepts.
         stage_strides: Stride of each `features_only` output, in order.
+        flatten_head: The classifier flattens the last feature map, so the
+            top needs a fixed input size.
+        default_classes: Number of classes when the user gives none.
     """
 
     name: str
     paper: str
-    builder: Callable[..., keras.Model]
+    build: Callable[..., keras.Model]
     default_input: tuple[int, int, int]
     min_size: int
     stage_strides: tuple[int, ...]
+    flatten_head: bool = False
+    default_classes: int = 1000
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One registered model: its name, its family and its builder."""
+    """One registered model: its name, its family and its public builder."""
 
     name: str
     family: Family
@@ -58,17 +65,19 @@ def register_model(
     family: Family,
     *,
     default_input: tuple[int, int, int] | None = None,
-    default_classes: int = 1000,
+    default_classes: int | None = None,
 ):
     """Decorator that registers a model builder under its function name.
 
-    The builder's signature, as shown by `help()` and notebooks, becomes the
-    family builder's keyword arguments.
+    The function's signature (as shown by `help()` and notebooks) is the
+    argument set the registry enforces: an argument outside it raises a
+    `TypeError` that names the model and which models take it.
+    `_builder.register_family` makes and registers the builders of a spec table.
 
     Args:
         family: The family the model belongs to.
         default_input: Overrides the family's default input shape.
-        default_classes: Number of classes when the user gives none.
+        default_classes: Overrides the family's number of classes.
 
     Raises:
         ValueError: If a model of the same name is already registered.
@@ -78,9 +87,8 @@ def register_model(
         name = fn.__name__
         if name in _MODELS:
             raise ValueError(f"Model {name!r} is already registered; pick another name.")
-        signature = inspect.signature(family.builder)
-        keyword_args = [p for p in signature.parameters.values() if p.kind == p.KEYWORD_ONLY]
-        accepted = [p.name for p in keyword_args]
+        signature = inspect.signature(fn)
+        accepted = [p.name for p in signature.parameters.values() if p.kind == p.KEYWORD_ONLY]
 
         @functools.wraps(fn)
         def builder(*args, **kwargs):
@@ -94,13 +102,13 @@ def register_model(
                     raise TypeError(_unknown_argument(name, argument, accepted))
             return fn(**kwargs)
 
-        builder.__signature__ = signature.replace(parameters=keyword_args)
+        builder.__signature__ = signature
         _MODELS[name] = ModelEntry(
             name=name,
             family=family,
             fn=builder,
             default_input=default_input or family.default_input,
-            default_classes=default_classes,
+            default_classes=default_classes or family.default_classes,
         )
         return builder
 

@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 from keras import layers
 
 from kzoo.models import _common
-from kzoo.models._registry import Family, register_model
+from kzoo.models._builder import register_family
+from kzoo.models._registry import Family
 
 
-def build_alexnet(
-    variant: str,
-    *,
-    dropout: float = 0.5,
-    sequential: bool = False,
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape=None,
-    pooling: str | None = None,
-    num_classes: int | None = None,
-    classes: int | None = None,
-    classifier_activation="softmax",
-    name: str | None = None,
-    features_only: bool = False,
-    out_indices=None,
-) -> keras.Model:
+@dataclass(frozen=True)
+class AlexNetSpec:
+    """The docstring line (one AlexNet; the layout is in `build_alexnet`)."""
+
+    doc: str
+
+
+ALEXNET_SPECS = {
+    "alexnet": AlexNetSpec("AlexNet, single tower, 61,100,840 parameters at 224x224x3 / 1000 classes."),
+}
+
+
+def build_alexnet(opts: _common.Options, spec: AlexNetSpec, *, dropout: float = 0.5,
+                  sequential: bool = False) -> keras.Model:
     """Builds AlexNet: convs 64-192-384-256-256, dense 4096-4096 with dropout.
 
     Padding follows torchvision (explicit 2-pixel pad before the stride-4
@@ -34,30 +34,12 @@ def build_alexnet(
     first dense layer, as with keras.applications' VGG.
 
     Args:
-        variant: Registered model name ("alexnet").
+        opts: The resolved common arguments.
+        spec: The model's row of `ALEXNET_SPECS`.
         dropout: Dropout rate before each 4096-unit dense layer.
-        sequential: Return a `keras.Sequential` with the same layers.
-        include_top: Keep the dense classifier.
-        weights: None, or the path to a weights file.
-        input_tensor: Optional Keras tensor to use as the input.
-        input_shape: (height, width, channels); default (224, 224, 3); at least 63x63.
-        pooling: With include_top=False: None, "avg" or "max" global pooling.
-        num_classes: Number of classes (default 1000); `classes` is an alias.
-        classifier_activation: Activation of the last layer; None for logits.
-        name: Model name; defaults to the variant.
-        features_only: Return the three pooled stage outputs (stride 8, 16, 32).
-        out_indices: Which stages to return with features_only.
-
-    Returns:
-        A `keras.Model`.
+        sequential: Return a `keras.Sequential` with the same layers (not
+            with features_only or input_tensor).
     """
-    opts = _common.resolve_options(
-        variant,
-        include_top=include_top, weights=weights, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, num_classes=num_classes,
-        classes=classes, classifier_activation=classifier_activation, name=name,
-        features_only=features_only, out_indices=out_indices, flatten_head=True,
-    )
     trunk = [
         layers.ZeroPadding2D(2, name="conv1_pad"),
         layers.Conv2D(64, 11, strides=4, activation="relu", name="conv1"),
@@ -87,14 +69,10 @@ ALEXNET = Family(
     name="alexnet",
     paper="Krizhevsky et al. 2012, ImageNet Classification with Deep CNNs; "
     "single-tower layout of Krizhevsky 2014, One weird trick",
-    builder=build_alexnet,
+    build=build_alexnet,
     default_input=(224, 224, 3),
     min_size=63,
     stage_strides=(8, 16, 32),
+    flatten_head=True,
 )
-
-
-@register_model(ALEXNET)
-def alexnet(**kwargs) -> keras.Model:
-    """AlexNet, single tower, 61,100,840 parameters at 224x224x3 / 1000 classes."""
-    return build_alexnet("alexnet", **kwargs)
+globals().update(register_family(ALEXNET, ALEXNET_SPECS))

@@ -17,31 +17,38 @@ import keras
 from keras import layers
 
 from kzoo.models import _common
-from kzoo.models._registry import Family, register_model
+from kzoo.models._builder import register_family
+from kzoo.models._registry import Family
 
 
 @dataclass(frozen=True)
 class ResNetSpec:
-    """Block type and blocks per stage of one ResNet."""
+    """Block type, blocks per stage and the docstring line of one ResNet."""
 
     block: str
     blocks_per_stage: tuple[int, ...]
+    doc: str
 
 
 RESNET_SPECS = {
-    "resnet18": ResNetSpec("basic", (2, 2, 2, 2)),
-    "resnet34": ResNetSpec("basic", (3, 4, 6, 3)),
-    "resnet50": ResNetSpec("bottleneck", (3, 4, 6, 3)),
-    "resnet101": ResNetSpec("bottleneck", (3, 4, 23, 3)),
-    "resnet152": ResNetSpec("bottleneck", (3, 8, 36, 3)),
-    "resnet50_v2": ResNetSpec("preact", (3, 4, 6, 3)),
-    "resnet101_v2": ResNetSpec("preact", (3, 4, 23, 3)),
-    "resnet152_v2": ResNetSpec("preact", (3, 8, 36, 3)),
-    "resnet20": ResNetSpec("cifar", (3, 3, 3)),
-    "resnet32": ResNetSpec("cifar", (5, 5, 5)),
-    "resnet44": ResNetSpec("cifar", (7, 7, 7)),
-    "resnet56": ResNetSpec("cifar", (9, 9, 9)),
-    "resnet110": ResNetSpec("cifar", (18, 18, 18)),
+    "resnet18": ResNetSpec("basic", (2, 2, 2, 2), "ResNet-18, torchvision layout: basic blocks, 11,689,512 parameters."),
+    "resnet34": ResNetSpec("basic", (3, 4, 6, 3), "ResNet-34, torchvision layout: basic blocks, 21,797,672 parameters."),
+    "resnet50": ResNetSpec("bottleneck", (3, 4, 6, 3), "ResNet-50 v1, as keras.applications.ResNet50; ImageNet weights."),
+    "resnet101": ResNetSpec("bottleneck", (3, 4, 23, 3), "ResNet-101 v1, as keras.applications.ResNet101; ImageNet weights."),
+    "resnet152": ResNetSpec("bottleneck", (3, 8, 36, 3), "ResNet-152 v1, as keras.applications.ResNet152; ImageNet weights."),
+    "resnet50_v2": ResNetSpec("preact", (3, 4, 6, 3),
+                              "ResNet-50 v2 (pre-activation), as keras.applications.ResNet50V2; ImageNet weights."),
+    "resnet101_v2": ResNetSpec("preact", (3, 4, 23, 3),
+                               "ResNet-101 v2 (pre-activation), as keras.applications.ResNet101V2; ImageNet weights."),
+    "resnet152_v2": ResNetSpec("preact", (3, 8, 36, 3),
+                               "ResNet-152 v2 (pre-activation), as keras.applications.ResNet152V2; ImageNet weights."),
+}
+CIFAR_RESNET_SPECS = {
+    "resnet20": ResNetSpec("cifar", (3, 3, 3), "ResNet-20 for CIFAR-10 (He et al. 2015): 0.27M parameters."),
+    "resnet32": ResNetSpec("cifar", (5, 5, 5), "ResNet-32 for CIFAR-10 (He et al. 2015): 0.46M parameters."),
+    "resnet44": ResNetSpec("cifar", (7, 7, 7), "ResNet-44 for CIFAR-10 (He et al. 2015): 0.66M parameters."),
+    "resnet56": ResNetSpec("cifar", (9, 9, 9), "ResNet-56 for CIFAR-10 (He et al. 2015): 0.85M parameters."),
+    "resnet110": ResNetSpec("cifar", (18, 18, 18), "ResNet-110 for CIFAR-10 (He et al. 2015): 1.7M parameters."),
 }
 IMAGENET_WIDTHS = (64, 128, 256, 512)
 CIFAR_WIDTHS = (16, 32, 64)
@@ -51,51 +58,8 @@ _KERAS_BN = dict(epsilon=1.001e-5)
 _TORCH_BN = dict(momentum=0.9, epsilon=1e-5)
 
 
-def build_resnet(
-    variant: str,
-    *,
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape=None,
-    pooling: str | None = None,
-    num_classes: int | None = None,
-    classes: int | None = None,
-    classifier_activation="softmax",
-    name: str | None = None,
-    features_only: bool = False,
-    out_indices=None,
-) -> keras.Model:
-    """Builds a ResNet from `RESNET_SPECS`.
-
-    Args:
-        variant: Registered model name, e.g. "resnet50", "resnet50_v2", "resnet20".
-        include_top: End in global average pooling and the classifier.
-        weights: None, "imagenet" (resnet50/101/152 and the _v2 models), or
-            the path to a weights file.
-        input_tensor: Optional Keras tensor to use as the input.
-        input_shape: (height, width, channels); default (224, 224, 3), or
-            (32, 32, 3) for the CIFAR models; any size down to 32x32 (4x4 for
-            CIFAR models), and height/width may be None.
-        pooling: With include_top=False: None, "avg" or "max" global pooling.
-        num_classes: Number of classes (default 1000, CIFAR models 10).
-        classifier_activation: Activation of the last layer; None for logits.
-        name: Model name; defaults to the variant.
-        features_only: Return the stage outputs: strides 2, 4, 8, 16, 32 for
-            ImageNet ResNets (the last map at each stride), 1, 2, 4 for CIFAR ones.
-        out_indices: Which stages to return with features_only.
-
-    Returns:
-        A `keras.Model`.
-    """
-    opts = _common.resolve_options(
-        variant,
-        include_top=include_top, weights=weights, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, num_classes=num_classes,
-        classes=classes, classifier_activation=classifier_activation, name=name,
-        features_only=features_only, out_indices=out_indices,
-    )
-    spec = RESNET_SPECS[variant]
+def build_resnet(opts: _common.Options, spec: ResNetSpec) -> keras.Model:
+    """Builds a ResNet from its spec row: global average pooling and the classifier on top of the trunk."""
     inputs, x = _common.model_input(opts)
     if spec.block == "cifar":
         x, stages = _cifar_trunk(x, spec.blocks_per_stage)
@@ -238,7 +202,7 @@ IMAGENET_RESNET = Family(
     name="resnet",
     paper="He et al. 2015, Deep Residual Learning for Image Recognition "
     "(v2: He et al. 2016, Identity Mappings in Deep Residual Networks)",
-    builder=build_resnet,
+    build=build_resnet,
     default_input=(224, 224, 3),
     min_size=32,
     stage_strides=(2, 4, 8, 16, 32),
@@ -246,86 +210,11 @@ IMAGENET_RESNET = Family(
 CIFAR_RESNET = Family(
     name="resnet_cifar",
     paper="He et al. 2015, Deep Residual Learning for Image Recognition, section 4.2 (CIFAR-10)",
-    builder=build_resnet,
+    build=build_resnet,
     default_input=(32, 32, 3),
     min_size=4,
     stage_strides=(1, 2, 4),
+    default_classes=10,
 )
-
-
-@register_model(IMAGENET_RESNET)
-def resnet18(**kwargs) -> keras.Model:
-    """ResNet-18, torchvision layout: basic blocks, 11,689,512 parameters."""
-    return build_resnet("resnet18", **kwargs)
-
-
-@register_model(IMAGENET_RESNET)
-def resnet34(**kwargs) -> keras.Model:
-    """ResNet-34, torchvision layout: basic blocks, 21,797,672 parameters."""
-    return build_resnet("resnet34", **kwargs)
-
-
-@register_model(IMAGENET_RESNET)
-def resnet50(**kwargs) -> keras.Model:
-    """ResNet-50 v1, as keras.applications.ResNet50; ImageNet weights."""
-    return build_resnet("resnet50", **kwargs)
-
-
-@register_model(IMAGENET_RESNET)
-def resnet101(**kwargs) -> keras.Model:
-    """ResNet-101 v1, as keras.applications.ResNet101; ImageNet weights."""
-    return build_resnet("resnet101", **kwargs)
-
-
-@register_model(IMAGENET_RESNET)
-def resnet152(**kwargs) -> keras.Model:
-    """ResNet-152 v1, as keras.applications.ResNet152; ImageNet weights."""
-    return build_resnet("resnet152", **kwargs)
-
-
-@register_model(IMAGENET_RESNET)
-def resnet50_v2(**kwargs) -> keras.Model:
-    """ResNet-50 v2 (pre-activation), as keras.applications.ResNet50V2; ImageNet weights."""
-    return build_resnet("resnet50_v2", **kwargs)
-
-
-@register_model(IMAGENET_RESNET)
-def resnet101_v2(**kwargs) -> keras.Model:
-    """ResNet-101 v2 (pre-activation), as keras.applications.ResNet101V2; ImageNet weights."""
-    return build_resnet("resnet101_v2", **kwargs)
-
-
-@register_model(IMAGENET_RESNET)
-def resnet152_v2(**kwargs) -> keras.Model:
-    """ResNet-152 v2 (pre-activation), as keras.applications.ResNet152V2; ImageNet weights."""
-    return build_resnet("resnet152_v2", **kwargs)
-
-
-@register_model(CIFAR_RESNET, default_classes=10)
-def resnet20(**kwargs) -> keras.Model:
-    """ResNet-20 for CIFAR-10 (He et al. 2015): 0.27M parameters."""
-    return build_resnet("resnet20", **kwargs)
-
-
-@register_model(CIFAR_RESNET, default_classes=10)
-def resnet32(**kwargs) -> keras.Model:
-    """ResNet-32 for CIFAR-10 (He et al. 2015): 0.46M parameters."""
-    return build_resnet("resnet32", **kwargs)
-
-
-@register_model(CIFAR_RESNET, default_classes=10)
-def resnet44(**kwargs) -> keras.Model:
-    """ResNet-44 for CIFAR-10 (He et al. 2015): 0.66M parameters."""
-    return build_resnet("resnet44", **kwargs)
-
-
-@register_model(CIFAR_RESNET, default_classes=10)
-def resnet56(**kwargs) -> keras.Model:
-    """ResNet-56 for CIFAR-10 (He et al. 2015): 0.85M parameters."""
-    return build_resnet("resnet56", **kwargs)
-
-
-@register_model(CIFAR_RESNET, default_classes=10)
-def resnet110(**kwargs) -> keras.Model:
-    """ResNet-110 for CIFAR-10 (He et al. 2015): 1.7M parameters."""
-    return build_resnet("resnet110", **kwargs)
+globals().update(register_family(IMAGENET_RESNET, RESNET_SPECS))
+globals().update(register_family(CIFAR_RESNET, CIFAR_RESNET_SPECS))

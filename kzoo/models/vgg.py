@@ -6,76 +6,54 @@ Layer names and order follow keras.applications (`block1_conv1`, ...,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 from keras import layers
 
 from kzoo.models import _common
-from kzoo.models._registry import Family, register_model
+from kzoo.models._builder import register_family
+from kzoo.models._registry import Family
 
-# Convolutions per block; every block ends in a 2x2 max pool.
-VGG_CONVS_PER_BLOCK = {
-    "vgg11": (1, 1, 2, 2, 2),  # configuration A
-    "vgg13": (2, 2, 2, 2, 2),  # B
-    "vgg16": (2, 2, 3, 3, 3),  # D
-    "vgg19": (2, 2, 4, 4, 4),  # E
+
+@dataclass(frozen=True)
+class VGGSpec:
+    """Convolutions per block (every block ends in a 2x2 max pool), BatchNorm or not, and the docstring line."""
+
+    convs_per_block: tuple[int, ...]
+    batch_norm: bool
+    doc: str
+
+
+VGG_SPECS = {
+    "vgg11": VGGSpec((1, 1, 2, 2, 2), False, "VGG-11 (configuration A), 132,863,336 parameters."),
+    "vgg13": VGGSpec((2, 2, 2, 2, 2), False, "VGG-13 (configuration B), 133,047,848 parameters."),
+    "vgg16": VGGSpec((2, 2, 3, 3, 3), False, "VGG-16 (configuration D), as keras.applications.VGG16; ImageNet weights."),
+    "vgg19": VGGSpec((2, 2, 4, 4, 4), False, "VGG-19 (configuration E), as keras.applications.VGG19; ImageNet weights."),
+    "vgg11_bn": VGGSpec((1, 1, 2, 2, 2), True, "VGG-11 with BatchNormalization after each convolution (torchvision's vgg11_bn)."),
+    "vgg13_bn": VGGSpec((2, 2, 2, 2, 2), True, "VGG-13 with BatchNormalization after each convolution (torchvision's vgg13_bn)."),
+    "vgg16_bn": VGGSpec((2, 2, 3, 3, 3), True, "VGG-16 with BatchNormalization after each convolution (torchvision's vgg16_bn)."),
+    "vgg19_bn": VGGSpec((2, 2, 4, 4, 4), True, "VGG-19 with BatchNormalization after each convolution (torchvision's vgg19_bn)."),
 }
 VGG_WIDTHS = (64, 128, 256, 512, 512)
 
 
-def build_vgg(
-    variant: str,
-    *,
-    dropout: float = 0.5,
-    sequential: bool = False,
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape=None,
-    pooling: str | None = None,
-    num_classes: int | None = None,
-    classes: int | None = None,
-    classifier_activation="softmax",
-    name: str | None = None,
-    features_only: bool = False,
-    out_indices=None,
-) -> keras.Model:
-    """Builds a VGG network; a `_bn` suffix adds BatchNormalization after each conv.
+def build_vgg(opts: _common.Options, spec: VGGSpec, *, dropout: float = 0.5, sequential: bool = False) -> keras.Model:
+    """Builds a VGG network from its spec row.
 
     Args:
-        variant: Registered model name, e.g. "vgg16" or "vgg16_bn".
+        opts: The resolved common arguments.
+        spec: The model's row of `VGG_SPECS`.
         dropout: Dropout rate after fc1 and fc2 (the paper's 0.5; inactive at
             inference, so outputs match keras.applications').
-        sequential: Return a `keras.Sequential` with the same layers.
-        include_top: Keep the three dense layers.
-        weights: None, "imagenet" (vgg16, vgg19), or the path to a weights file.
-        input_tensor: Optional Keras tensor to use as the input.
-        input_shape: (height, width, channels); default (224, 224, 3); at least
-            32x32. With ImageNet weights and include_top=True, only 224x224x3.
-        pooling: With include_top=False: None, "avg" or "max" global pooling.
-        num_classes: Number of classes (default 1000); `classes` is an alias.
-        classifier_activation: Activation of the last layer; None for logits.
-        name: Model name; defaults to the variant.
-        features_only: Return the five block outputs (stride 2, 4, 8, 16, 32).
-        out_indices: Which blocks to return with features_only.
-
-    Returns:
-        A `keras.Model`.
+        sequential: Return a `keras.Sequential` with the same layers (not
+            with features_only or input_tensor).
     """
-    opts = _common.resolve_options(
-        variant,
-        include_top=include_top, weights=weights, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, num_classes=num_classes,
-        classes=classes, classifier_activation=classifier_activation, name=name,
-        features_only=features_only, out_indices=out_indices, flatten_head=True,
-    )
-    batch_norm = variant.endswith("_bn")
     trunk, stage_ends = [], []
-    for block, (convs, width) in enumerate(
-        zip(VGG_CONVS_PER_BLOCK[variant.removesuffix("_bn")], VGG_WIDTHS), start=1
-    ):
+    for block, (convs, width) in enumerate(zip(spec.convs_per_block, VGG_WIDTHS), start=1):
         prefix = f"block{block}"
         for conv in range(1, convs + 1):
-            if batch_norm:
+            if spec.batch_norm:
                 trunk += [
                     layers.Conv2D(width, 3, padding="same", name=f"{prefix}_conv{conv}"),
                     # torchvision's BN settings, so its vgg*_bn weights can be ported.
@@ -104,58 +82,11 @@ def build_vgg(
 
 VGG = Family(
     name="vgg",
-    paper="Simonyan & Zisserman 2014, Very Deep Convolutional Networks for "
-    "Large-Scale Image Recognition",
-    builder=build_vgg,
+    paper="Simonyan & Zisserman 2014, Very Deep Convolutional Networks for Large-Scale Image Recognition",
+    build=build_vgg,
     default_input=(224, 224, 3),
     min_size=32,
     stage_strides=(2, 4, 8, 16, 32),
+    flatten_head=True,
 )
-
-
-@register_model(VGG)
-def vgg11(**kwargs) -> keras.Model:
-    """VGG-11 (configuration A): 8 convs + 3 dense, 132,863,336 parameters."""
-    return build_vgg("vgg11", **kwargs)
-
-
-@register_model(VGG)
-def vgg13(**kwargs) -> keras.Model:
-    """VGG-13 (configuration B): 10 convs + 3 dense, 133,047,848 parameters."""
-    return build_vgg("vgg13", **kwargs)
-
-
-@register_model(VGG)
-def vgg16(**kwargs) -> keras.Model:
-    """VGG-16 (configuration D), as keras.applications.VGG16; ImageNet weights."""
-    return build_vgg("vgg16", **kwargs)
-
-
-@register_model(VGG)
-def vgg19(**kwargs) -> keras.Model:
-    """VGG-19 (configuration E), as keras.applications.VGG19; ImageNet weights."""
-    return build_vgg("vgg19", **kwargs)
-
-
-@register_model(VGG)
-def vgg11_bn(**kwargs) -> keras.Model:
-    """VGG-11 with BatchNormalization after every convolution."""
-    return build_vgg("vgg11_bn", **kwargs)
-
-
-@register_model(VGG)
-def vgg13_bn(**kwargs) -> keras.Model:
-    """VGG-13 with BatchNormalization after every convolution."""
-    return build_vgg("vgg13_bn", **kwargs)
-
-
-@register_model(VGG)
-def vgg16_bn(**kwargs) -> keras.Model:
-    """VGG-16 with BatchNormalization after every convolution."""
-    return build_vgg("vgg16_bn", **kwargs)
-
-
-@register_model(VGG)
-def vgg19_bn(**kwargs) -> keras.Model:
-    """VGG-19 with BatchNormalization after every convolution."""
-    return build_vgg("vgg19_bn", **kwargs)
+globals().update(register_family(VGG, VGG_SPECS))
