@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from kzoo import distribute, training
+from kzoo import _training_core as core
+from kzoo import distribute
 from kzoo._io import atomic_write
 from kzoo.compress import bridge
 
@@ -32,8 +33,8 @@ def fit(model, train, val, distribution, policy, compile_for, *, epochs, steps_p
     """
     _check_callbacks(callbacks)
     warn_if_unseeded(train, distribute.num_workers())
-    keras_model = model if isinstance(model, keras.Model) else training._model_for(model, "float32", True)
-    source = training._model_for(keras_model, policy, True)  # A clone under a mixed policy.
+    keras_model = model if isinstance(model, keras.Model) else core.model_for(model, "float32", True)
+    source = core.model_for(keras_model, policy, True)  # A clone under a mixed policy.
     with distribution.scope():
         twin, layer_pairs = bridge.to_tf_keras(source, with_layer_pairs=True)
         broadcast_from_chief(distribution, twin)
@@ -48,7 +49,7 @@ def fit(model, train, val, distribution, policy, compile_for, *, epochs, steps_p
     chief = distribute.is_chief()
     own = _checkpoint_callbacks(checkpoint_dir, val is not None, backup_every_steps, chief, keras_model, hand_back)
     try:
-        history = training._run_fit(
+        history = core.run_fit(
             twin, train, val, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=[*own, *callbacks],
             # tf_keras' progress bar shows the workers' running metrics summed (2x with two
             # workers, seen here); one line per epoch shows the all-reduced ones.

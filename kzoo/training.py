@@ -16,13 +16,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kzoo import _training_core as core
 from kzoo import data, distribute
 from kzoo._io import PlottingUnavailableError, atomic_write, pyplot, save_figure, save_json
+from kzoo._training_core import (  # noqa: F401  (public here, as before)
+    OPTIMIZERS, SCHEDULES, check_data_fits, learning_rate_schedule, outputs_probabilities,
+)
 from kzoo.data import checks
 
-OPTIMIZERS = ("auto", "adam", "adamw", "sgd")
-SCHEDULES = ("cosine", "step", "constant")
-_DEFAULT_LEARNING_RATE = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.1}
 
 
 def fit(
@@ -122,9 +123,9 @@ def fit(
     distribution = distribute.strategy(strategy)
     policy = distribute.precision_policy(mixed_precision, distribution)
     compile_for = functools.partial(
-        _compile, policy=policy, optimizer=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
+        core.compile_model, policy=policy, optimizer=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
         schedule=schedule, warmup_epochs=warmup_epochs, epochs=epochs,
-        steps=_steps_per_epoch(train, steps_per_epoch), label_smoothing=label_smoothing, jit_compile=jit_compile,
+        steps=core.steps_per_epoch(train, steps_per_epoch), label_smoothing=label_smoothing, jit_compile=jit_compile,
     )
     if distribute.is_multi_worker(distribution):
         from kzoo import _multi_worker
@@ -136,27 +137,14 @@ def fit(
         )
     one_device = distribution is tf.distribute.get_strategy()  # Asked outside the scope.
     with distribution.scope():
-        trained = _model_for(model, policy, one_device)
+        trained = core.model_for(model, policy, one_device)
         train, val = compile_for(trained, train, val, library=keras)
-    own = _checkpoint_callbacks(checkpoint_dir, val is not None, backup_every_steps)
-    history = _run_fit(trained, train, val, epochs=epochs, steps_per_epoch=steps_per_epoch,
+    own = core.checkpoint_callbacks(checkpoint_dir, val is not None, backup_every_steps)
+    history = core.run_fit(trained, train, val, epochs=epochs, steps_per_epoch=steps_per_epoch,
                       callbacks=[*own, *callbacks], verbose=verbose)
     if isinstance(model, keras.Model) and trained is not model:
         model.set_weights(trained.get_weights())
     return history
-
-
-def _run_fit(trained, train, val, *, epochs, steps_per_epoch, callbacks, verbose):
-    """`trained.fit` (Keras 3 or the tf_keras twin) as kzoo calls it."""
-    return trained.fit(
-        train,
-        validation_data=val,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks,
-        shuffle=False,  # kzoo pipelines shuffle before batching.
-        verbose=verbose,
-    )
 
 
 def _datasets(model, train, val, batch_size, seed):
@@ -176,179 +164,6 @@ def _datasets(model, train, val, batch_size, seed):
             raise ValueError(f"{name}: {error}") from None
 
     return as_dataset(train, "train", True), as_dataset(val, "val", False)
-
-
-def check_data_fits(trained, train, val=None) -> None:
-    """Refuses datasets whose images or classes do not fit a model (Keras 3 or tf_keras), before anything trains.
-
-    Raises:
-        ValueError: For batches that are not `(images, labels)`, images of
-            another channel count or size than the model's input, or a kzoo
-            pipeline with more classes than the model outputs.
-    """
-    num_classes = trained.outputs[0].shape[-1]
-    for name, dataset in (("train", train), ("val", val)):
-        if dataset is None:
-            continue
-        spec = dataset.element_spec
-        if not isinstance(spec, tuple) or len(spec) < 2:
-            raise ValueError(f"{name} must give (images, labels) batches; it gives {spec}.")
-        checks.fits_model(spec[0].shape[1:], trained.inputs[0].shape[1:], name)
-        classes = getattr(dataset, "num_classes", None)
-        if classes is not None and num_classes is not None and classes > num_classes:
-            raise ValueError(
-                f"{name} has {classes} classes but the model outputs {num_classes}: build it with "
-                f"num_classes={classes}."
-            )
-
-
-def _compile(trained, train, val, *, library, policy, optimizer, learning_rate, weight_decay, schedule,
-             warmup_epochs, epochs, steps, label_smoothing, jit_compile):
-    """Compiles `trained`, a `library` (keras or tf_keras) model, in the current scope.
-
-    Returns:
-        `(train, val)`, with one-hot labels when label smoothing needs them.
-    """
-    check_data_fits(trained, train, val)
-    num_classes = trained.outputs[0].shape[-1]
-    sparse = len(train.element_spec[1].shape) == 1
-    if label_smoothing and sparse:  # Keras' sparse loss has no smoothing: one-hot the labels.
-        train, val = (_one_hot(d, num_classes) if d is not None else None for d in (train, val))
-        sparse = False
-    optimizer = _optimizer(optimizer, learning_rate, weight_decay, schedule, warmup_epochs, epochs, steps, library)
-    if library is not keras:  # tf_keras: no "auto" XLA, and no automatic loss scaling for a twin.
-        jit_compile = None if jit_compile == "auto" else jit_compile
-        if policy == "mixed_float16":
-            optimizer = library.mixed_precision.LossScaleOptimizer(optimizer)
-    trained.compile(
-        optimizer=optimizer,
-        loss=_loss(trained, sparse, label_smoothing, library),
-        metrics=["accuracy"],
-        jit_compile=jit_compile,
-    )
-    return train, val
-
-
-def _model_for(model, policy: str, one_device: bool) -> keras.Model:
-    """The model to train: built in the strategy scope, or cloned into it, with the policy applied.
-
-    Call inside `strategy.scope()`; `one_device` says whether it is the default strategy.
-    """
-    built_here = not isinstance(model, keras.Model)
-    if built_here:
-        if not callable(model):
-            raise ValueError(f"model={model!r} must be a keras.Model or a function that builds one.")
-        model = model()
-    if policy == "float32" and (built_here or one_device):
-        return model
-    outputs = {tensor._keras_history[0] for tensor in model.outputs}
-
-    def with_policy(layer):
-        config = layer.get_config()
-        config["dtype"] = "float32" if layer in outputs else policy  # Output stays float32.
-        return layer.__class__.from_config(config)
-
-    clone = keras.models.clone_model(model, clone_function=with_policy)
-    clone.set_weights(model.get_weights())
-    return clone
-
-
-def _steps_per_epoch(train, steps_per_epoch):
-    if steps_per_epoch is not None:
-        return steps_per_epoch
-    cardinality = int(train.cardinality())
-    if cardinality < 0:
-        raise ValueError(
-            "The training dataset has no known length (it repeats, or was filtered); "
-            "pass steps_per_epoch=."
-        )
-    return cardinality
-
-
-def _one_hot(dataset, num_classes):
-    return dataset.map(lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), num_classes)))
-
-
-def outputs_probabilities(model: keras.Model) -> bool:
-    """True when the model ends in a softmax (probabilities), False for logits."""
-    activation = getattr(model.layers[-1], "activation", None)
-    return getattr(activation, "__name__", "") == "softmax"
-
-
-def _loss(model, sparse: bool, label_smoothing: float, library=keras):
-    from_logits = not outputs_probabilities(model)
-    if sparse:
-        return library.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
-    return library.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
-
-
-def _optimizer(optimizer, learning_rate, weight_decay, schedule, warmup_epochs, epochs, steps, library=keras):
-    if isinstance(optimizer, library.optimizers.Optimizer):
-        return optimizer
-    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
-        twin_note = "" if library is keras else (
-            " Under a multi-worker strategy kzoo trains the model's tf_keras twin, so a Keras 3 optimizer "
-            "cannot be used there: give the name, or a tf_keras optimizer."
-        )
-        raise ValueError(
-            f"optimizer={optimizer!r} is not one of {OPTIMIZERS} or a {library.__name__}.optimizers.Optimizer."
-            + twin_note
-        )
-    if optimizer == "auto":
-        optimizer = "adamw" if weight_decay else "adam"
-    rate = learning_rate if learning_rate is not None else _DEFAULT_LEARNING_RATE[optimizer]
-    rate = learning_rate_schedule(schedule, rate, epochs=epochs, steps_per_epoch=steps, warmup_epochs=warmup_epochs,
-                                  library=library)
-    if optimizer == "sgd":
-        return library.optimizers.SGD(rate, momentum=0.9, weight_decay=weight_decay or None)
-    if optimizer == "adamw":
-        return library.optimizers.AdamW(rate, weight_decay=weight_decay or 0.004)
-    return library.optimizers.Adam(rate)
-
-
-def learning_rate_schedule(schedule, peak, *, epochs, steps_per_epoch, warmup_epochs=None, library=keras):
-    """A Keras learning-rate schedule over the whole run.
-
-    Args:
-        schedule: "cosine" (linear warmup, then cosine decay to 0), "step"
-            (x0.1 at 50% and 75% of the steps) or "constant".
-        peak: The peak learning rate.
-        epochs, steps_per_epoch: Length of the run.
-        warmup_epochs: Warmup for "cosine"; default a tenth of the epochs, at most 5.
-        library: The Keras whose schedule classes to use: `keras`, or
-            `tf_keras` for a tf_keras model (the multi-worker twin).
-    """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule={schedule!r} is not one of {SCHEDULES}.")
-    total = epochs * steps_per_epoch
-    schedules = library.optimizers.schedules
-    if schedule == "constant":
-        return peak
-    if schedule == "step":
-        return schedules.PiecewiseConstantDecay([total // 2, total * 3 // 4], [peak, peak * 0.1, peak * 0.01])
-    warmup_epochs = min(5, epochs // 10) if warmup_epochs is None else warmup_epochs
-    warmup = warmup_epochs * steps_per_epoch
-    if warmup == 0:
-        return schedules.CosineDecay(peak, decay_steps=total)
-    return schedules.CosineDecay(peak / 10, decay_steps=max(total - warmup, 1), warmup_target=peak,
-                                 warmup_steps=warmup)
-
-
-def _checkpoint_callbacks(checkpoint_dir, has_validation, backup_every_steps):
-    if checkpoint_dir is None:
-        return []
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    monitor = "val_accuracy" if has_validation else "accuracy"
-    backup = os.path.join(checkpoint_dir, "backup")
-    resuming = os.path.isdir(backup)  # A finished run deletes its backup.
-    return [
-        keras.callbacks.BackupAndRestore(backup, save_freq=backup_every_steps or "epoch"),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(checkpoint_dir, "best.keras"), monitor=monitor, mode="max", save_best_only=True
-        ),
-        keras.callbacks.CSVLogger(os.path.join(checkpoint_dir, "history.csv"), append=resuming),
-        keras.callbacks.TensorBoard(os.path.join(checkpoint_dir, "logs")),
-    ]
 
 
 def plot_history(history, path: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from kzoo import _training_core as core
+
 
 def import_tfmot():
     """TFMOT, imported without leaving `TF_USE_LEGACY_KERAS=1` in the environment.
@@ -23,25 +25,15 @@ def import_tfmot():
 
 
 def steps_in(train) -> int:
-    """Batches per epoch of a finite dataset."""
-    steps = int(train.cardinality())
-    if steps < 0:
-        raise ValueError(
-            "The training dataset has no known length (it repeats, or was filtered); take a finite "
-            "number of batches, e.g. train.take(500)."
-        )
-    if steps == 0:
-        raise ValueError("The training dataset is empty: give it at least one batch.")
-    return steps
+    """Batches per epoch of a finite dataset (the compress functions take no steps_per_epoch)."""
+    return core.steps_per_epoch(train, remedy="take a finite number of batches, e.g. train.take(500)")
 
 
 def fine_tune(model, train, *, from_logits, epochs, learning_rate, validation=None, callbacks=(), verbose=0):
     """Compiles a tf_keras model (cross-entropy on logits or probabilities), trains it, returns the History."""
     import tf_keras
 
-    from kzoo.training import check_data_fits
-
-    check_data_fits(model, train, validation)  # The same refusal as training.fit, before TFMOT trains.
+    core.check_data_fits(model, train, validation)  # The same refusal as training.fit, before TFMOT trains.
 
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs={epochs!r} must be a non-negative integer.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kzoo.training import outputs_probabilities
+from kzoo._training_core import outputs_probabilities
 
 
 class Distiller(keras.Model):

@@ -14,7 +14,7 @@ import numpy as np
 
 from kzoo.compress import _tune
 from kzoo.compress.bridge import to_keras, to_tf_keras
-from kzoo.training import outputs_probabilities
+from kzoo._training_core import outputs_probabilities
 
 SCHEDULES = ("polynomial", "constant")
 STRUCTURES = (None, "2:4")

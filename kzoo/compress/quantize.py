@@ -11,7 +11,7 @@ import warnings
 
 from kzoo.compress import _tune
 from kzoo.compress.bridge import to_keras, to_tf_keras
-from kzoo.training import outputs_probabilities
+from kzoo._training_core import outputs_probabilities
 
 
 def quantize_aware(model, train, *, epochs=1, preserve_sparsity=False, preserve_clusters=False,
