@@ -22,7 +22,7 @@ import tf_keras
 from kzoo import _training_core as core
 from kzoo import distribute
 from kzoo._io import atomic_write
-from kzoo.compress import bridge
+from kzoo import tf_keras_bridge as bridge
 
 
 def fit(model, train, val, distribution, policy, compile_for, *, epochs, steps_per_epoch, checkpoint_dir,
@@ -47,7 +47,10 @@ def fit(model, train, val, distribution, policy, compile_for, *, epochs, steps_p
             keras_model.set_weights(source.get_weights())
 
     chief = distribute.is_chief()
-    own = _checkpoint_callbacks(checkpoint_dir, val is not None, backup_every_steps, chief, keras_model, hand_back)
+    own = core.checkpoint_callbacks(
+        checkpoint_dir, val is not None, backup_every_steps, library=tf_keras, chief=chief,
+        save_best=lambda path, monitor: SaveBestKeras3(path, monitor, keras_model, hand_back),
+    )
     try:
         history = core.run_fit(
             twin, train, val, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=[*own, *callbacks],
@@ -120,25 +123,6 @@ def _check_callbacks(callbacks):
                 f"self.model: pass tf_keras.callbacks.{type(callback).__name__} or a "
                 "tf_keras.callbacks.Callback subclass."
             )
-
-
-def _checkpoint_callbacks(checkpoint_dir, has_validation, backup_every_steps, chief, keras_model, hand_back):
-    """tf_keras' BackupAndRestore on every worker (it writes the chief's backup, and restores it
-    on all); the best Keras 3 model, the CSV and the TensorBoard logs on the chief only."""
-    if checkpoint_dir is None:
-        return []
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    backup = os.path.join(checkpoint_dir, "backup")
-    resuming = os.path.isdir(os.path.join(backup, "chief"))  # The chief's backup; a finished run deletes it.
-    callbacks = [tf_keras.callbacks.BackupAndRestore(backup, save_freq=backup_every_steps or "epoch")]
-    if chief:
-        callbacks += [
-            SaveBestKeras3(os.path.join(checkpoint_dir, "best.keras"), "val_accuracy" if has_validation else "accuracy",
-                           keras_model, hand_back),
-            tf_keras.callbacks.CSVLogger(os.path.join(checkpoint_dir, "history.csv"), append=resuming),
-            tf_keras.callbacks.TensorBoard(os.path.join(checkpoint_dir, "logs")),
-        ]
-    return callbacks
 
 
 class SaveBestKeras3(tf_keras.callbacks.Callback):

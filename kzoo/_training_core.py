@@ -195,20 +195,34 @@ def learning_rate_schedule(schedule, peak, *, epochs, steps_per_epoch, warmup_ep
                                  warmup_steps=warmup)
 
 
-def checkpoint_callbacks(checkpoint_dir, has_validation, backup_every_steps):
+def checkpoint_callbacks(checkpoint_dir, has_validation, backup_every_steps, *, library=keras, chief=True,
+                         save_best=None) -> list:
+    """The callbacks `checkpoint_dir` asks for: a `BackupAndRestore` state on every worker; on the chief,
+    `best.keras`, `history.csv` (appended when resuming) and TensorBoard `logs/`.
+
+    Args:
+        checkpoint_dir: The folder, or None for no callbacks.
+        has_validation: Monitor "val_accuracy" for best.keras, else "accuracy".
+        backup_every_steps: Also back up every this many steps (None: each epoch).
+        library: `keras`, or `tf_keras` for the multi-worker twin.
+        chief: Whether this worker writes the files (every worker takes part in backups).
+        save_best: `save_best(path, monitor)` makes the best-model callback; default
+            `library.callbacks.ModelCheckpoint` (the twin passes one that saves the Keras 3 model).
+    """
     if checkpoint_dir is None:
         return []
     os.makedirs(checkpoint_dir, exist_ok=True)
     monitor = "val_accuracy" if has_validation else "accuracy"
     backup = os.path.join(checkpoint_dir, "backup")
-    resuming = os.path.isdir(backup)  # A finished run deletes its backup.
-    return [
-        keras.callbacks.BackupAndRestore(backup, save_freq=backup_every_steps or "epoch"),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(checkpoint_dir, "best.keras"), monitor=monitor, mode="max", save_best_only=True
-        ),
-        keras.callbacks.CSVLogger(os.path.join(checkpoint_dir, "history.csv"), append=resuming),
-        keras.callbacks.TensorBoard(os.path.join(checkpoint_dir, "logs")),
+    # A finished run deletes its backup (tf_keras' multi-worker one: the chief's sub-folder).
+    resuming = os.path.isdir(backup if library is keras else os.path.join(backup, "chief"))
+    callbacks = [library.callbacks.BackupAndRestore(backup, save_freq=backup_every_steps or "epoch")]
+    if not chief:
+        return callbacks
+    best = os.path.join(checkpoint_dir, "best.keras")
+    return callbacks + [
+        save_best(best, monitor) if save_best else library.callbacks.ModelCheckpoint(
+            best, monitor=monitor, mode="max", save_best_only=True),
+        library.callbacks.CSVLogger(os.path.join(checkpoint_dir, "history.csv"), append=resuming),
+        library.callbacks.TensorBoard(os.path.join(checkpoint_dir, "logs")),
     ]
-
-

@@ -24,7 +24,8 @@ def build() -> dict[str, dict]:
     """The catalog computed from the registry (builds every model once) and `kzoo.weights.RECORDS`.
 
     Each entry is `kzoo.model_info(name)` (lists for tuples) with `weights`
-    expanded to `{tag: {preprocessing, input_size, categories, top1, top5, source}}`.
+    expanded to `{tag: {preprocessing, input_size, categories, top1, top5, accuracy_source, source,
+    format}}`.
     """
     from kzoo import weights
     from kzoo.models import list_models, model_info
@@ -34,7 +35,8 @@ def build() -> dict[str, dict]:
         info = json.loads(json.dumps(model_info(name)))  # tuples -> lists, as the file holds them
         info["weights"] = {
             tag: {key: getattr(record, key)
-                  for key in ("preprocessing", "input_size", "categories", "top1", "top5", "source")}
+                  for key in ("preprocessing", "input_size", "categories", "top1", "top5", "accuracy_source",
+                              "source", "format")}
             for tag in info["weights"]
             for record in [weights.get_record(name, tag)]
         }

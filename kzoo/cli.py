@@ -213,14 +213,16 @@ def describe(entry: dict) -> str:
                  f"per image at {_shape(entry['default_input'])}"),
         ("default input", f"{_shape(entry['default_input'])}; height and width at least {size}x{size}"),
         ("classes", f"{entry['num_classes']} by default (num_classes=)"),
-        ("feature strides", ", ".join(map(str, entry["feature_strides"])) + " (features_only=True)"),
+        ("feature maps", ", ".join(f"{channels} channels at stride {stride}" for stride, channels
+                                   in zip(entry["feature_strides"], entry["feature_channels"]))
+         + " (features_only=True)"),
     ]
     if not entry["weights"]:
         lines.append(("weights", "none published; weights= takes a file of your own"))
     for tag, record in entry["weights"].items():
         accuracy = (f"ImageNet top-1 {record['top1']}%, top-5 {record['top5']}%"
                     if record["top1"] is not None else "accuracy not published")
-        lines.append(("weights", f'weights="{tag}": {accuracy}, from {record["source"]}'))
+        lines.append(("weights", f'weights="{tag}" ({record["source"]}): {accuracy}, from {record["accuracy_source"]}'))
         lines.append(("", f"preprocessing: kzoo.preprocess_input(x, {entry['name']!r}) ({record['preprocessing']} "
                           f"mode) on {record['input_size']}x{record['input_size']} RGB 0-255 images; "
                           f"labels: {record['categories']}"))

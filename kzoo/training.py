@@ -320,5 +320,5 @@ def save_artifacts(output_dir: str, model: keras.Model, history, test, **facts) 
     return metrics
 
 
-__all__ = ["check_data_fits", "evaluate", "fit", "learning_rate_schedule", "outputs_probabilities",
-           "plot_confusion_matrix", "plot_history", "save_artifacts"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "check_data_fits", "evaluate", "fit", "learning_rate_schedule",
+           "outputs_probabilities", "plot_confusion_matrix", "plot_history", "save_artifacts"]

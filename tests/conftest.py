@@ -17,6 +17,19 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+# One model of each family module runs in the fast subset (`pytest -m "not slow"`); the registry's
+# other models run in the full suite, which a new model joins the moment it registers.
+FAST_MODELS = {"lenet5", "alexnet", "vgg11_bn", "resnet18", "resnet50", "resnet20"}
+
+
+def registry_params(names=None, fast=FAST_MODELS):
+    """`names` (default: every registered model) as pytest parameters, marked slow outside `fast`."""
+    import kzoo
+
+    names = kzoo.list_models() if names is None else names
+    return [pytest.param(name, marks=() if name in fast else pytest.mark.slow) for name in names]
+
+
 @pytest.fixture
 def keras_home():
     """The test session's Keras cache folder (`$KERAS_HOME`)."""
@@ -24,10 +37,12 @@ def keras_home():
 
 
 @pytest.fixture(autouse=True)
-def _fresh_keras_state():
+def _fresh_keras_state(request):
     keras.utils.set_random_seed(0)
     yield
-    keras.backend.clear_session()
+    # Python's garbage collection takes about 0.4 s here, more than most tests: only after the slow
+    # tests, which build the big models; Keras' global state is reset after every test.
+    keras.backend.clear_session(free_memory=request.node.get_closest_marker("slow") is not None)
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,7 @@ import tf_keras
 
 import kzoo
 from kzoo import compress, data, export
-from conftest import assert_close, images
-
-
-def small_input(name):
-    """The smallest usual input of each family, so the registry-wide test stays fast."""
-    family = kzoo.models._registry.model_entry(name).family.name
-    return {"lenet": (28, 28, 1), "alexnet": (63, 63, 3)}.get(family, (32, 32, 3))
+from conftest import assert_close, images, registry_params
 
 
 def accuracy(model, dataset):
@@ -26,9 +20,9 @@ def accuracy(model, dataset):
     return hits / total
 
 
-@pytest.mark.parametrize("name", kzoo.list_models())
+@pytest.mark.parametrize("name", registry_params())
 def test_bridge_round_trip_keeps_outputs_for_every_registry_model(name):
-    shape = small_input(name)
+    shape = kzoo.models.model_entry(name).small_input
     model = kzoo.get_model(name, input_shape=shape)
     x = images(shape)
     twin = compress.to_tf_keras(model)
@@ -91,6 +85,7 @@ def test_prune_2_4_keeps_two_of_every_four_weights(trained_lenet, digits):
     assert blocks.max() <= 2
 
 
+@pytest.mark.slow
 def test_pqat_keeps_the_pruned_zeros_and_converts_to_int8_without_calibration(trained_lenet, digits, tmp_path):
     pruned = compress.prune(trained_lenet, digits[0], target_sparsity=0.8, epochs=1)
     qat = compress.quantize_aware(pruned, digits[0], epochs=1, preserve_sparsity=True)
@@ -101,6 +96,7 @@ def test_pqat_keeps_the_pruned_zeros_and_converts_to_int8_without_calibration(tr
     assert report["agreement"] >= 0.95 and report["quantization_aware"]
 
 
+@pytest.mark.slow
 def test_qat_handles_a_residual_model_and_lists_what_stays_float(tmp_path):
     model = kzoo.resnet20(input_shape=(32, 32, 3), num_classes=4)
     x = images((32, 32, 3), batch=8)

@@ -5,20 +5,13 @@ import math
 import keras
 import numpy as np
 import pytest
-from conftest import images
+from conftest import images, registry_params
 
 import kzoo
 from kzoo.models import _registry
 
-ALL_MODELS = kzoo.list_models()
-LINEAR_MODELS = kzoo.list_models("lenet*") + kzoo.list_models("alexnet") + kzoo.list_models("vgg*")
-
-
-def small_shape(name):
-    """The smallest square input a model takes (at least 32), with its default channels."""
-    entry = _registry.model_entry(name)
-    size = max(entry.family.min_size, 32)
-    return (size, size, entry.default_input[-1])
+ALL_MODELS = registry_params()
+LINEAR_MODELS = registry_params(kzoo.list_models("lenet*") + kzoo.list_models("alexnet") + kzoo.list_models("vgg*"))
 
 
 def trainable_params(model):
@@ -27,7 +20,7 @@ def trainable_params(model):
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_model_builds_runs_and_survives_keras_round_trip(name, tmp_path):
-    shape = small_shape(name)
+    shape = _registry.model_entry(name).small_input
     model = kzoo.get_model(name, num_classes=10, input_shape=shape)
     x = images(shape)
     probs = np.asarray(model(x))
@@ -39,10 +32,10 @@ def test_model_builds_runs_and_survives_keras_round_trip(name, tmp_path):
     np.testing.assert_allclose(np.asarray(restored(x)), probs, atol=1e-6)
 
 
-@pytest.mark.parametrize("pooling, rank", [("avg", 2), ("max", 2), (None, 4)])
+@pytest.mark.parametrize("pooling, rank", [("avg", 2), pytest.param("max", 2, marks=pytest.mark.slow), (None, 4)])
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_model_without_top_gives_pooled_or_spatial_features(name, pooling, rank):
-    shape = small_shape(name)
+    shape = _registry.model_entry(name).small_input
     model = kzoo.get_model(name, include_top=False, pooling=pooling, input_shape=shape)
     features = model(images(shape))
     assert len(features.shape) == rank
@@ -61,12 +54,20 @@ def test_features_only_returns_one_map_per_stage_at_the_stated_stride(name):
     if name != "alexnet":  # AlexNet's valid 11x11 and 3x3 pools round down.
         assert [size // m.shape[1] for m in maps] == list(strides)
     assert kzoo.model_info(name)["feature_strides"] == strides
+    # feature_info describes each map: the layer that gives it, its channels and stride.
+    assert [info.stage for info in model.feature_info] == list(range(len(strides)))
+    assert [info.reduction for info in model.feature_info] == list(strides)
+    assert [info.channels for info in model.feature_info] == [m.shape[-1] for m in maps]
+    assert [info.layer for info in model.feature_info] == [t._keras_history.operation.name for t in model.outputs]
+    whole = kzoo.get_model(name, input_shape=shape)
+    assert whole.feature_info == model.feature_info
 
 
 def test_features_only_picks_out_indices():
     model = kzoo.resnet18(features_only=True, out_indices=(1, 3), input_shape=(64, 64, 3))
     maps = model(images((64, 64, 3), batch=1))
     assert [tuple(m.shape[1:]) for m in maps] == [(16, 16, 64), (4, 4, 256)]
+    assert [(info.stage, info.channels, info.reduction) for info in model.feature_info] == [(1, 64, 4), (3, 256, 16)]
 
 
 # Every model's parameter count as its reference states it: adding a model adds its row here.
@@ -112,11 +113,12 @@ def test_lenet5_classic_uses_tanh_and_average_pooling():
 
 @pytest.mark.parametrize("name", LINEAR_MODELS)
 def test_sequential_and_functional_share_weights_and_outputs(name, tmp_path):
-    shape = small_shape(name)
+    shape = _registry.model_entry(name).small_input
     functional = kzoo.get_model(name, num_classes=7, input_shape=shape)
     sequential = kzoo.get_model(name, num_classes=7, input_shape=shape, sequential=True)
     assert isinstance(sequential, keras.Sequential)
     assert not isinstance(functional, keras.Sequential)
+    assert sequential.feature_info == functional.feature_info
     sequential.set_weights(functional.get_weights())
     x = images(shape)
     np.testing.assert_allclose(np.asarray(sequential(x)), np.asarray(functional(x)), atol=1e-6)
@@ -127,7 +129,8 @@ def test_sequential_and_functional_share_weights_and_outputs(name, tmp_path):
     np.testing.assert_allclose(np.asarray(again(x)), np.asarray(functional(x)), atol=1e-6)
 
 
-@pytest.mark.parametrize("name, size", [("vgg16", 32), ("resnet50", 32), ("resnet50_v2", 32),
+@pytest.mark.parametrize("name, size", [pytest.param("vgg16", 32, marks=pytest.mark.slow), ("resnet50", 32),
+                                        pytest.param("resnet50_v2", 32, marks=pytest.mark.slow),
                                         ("alexnet", 63), ("lenet5", 12), ("resnet20", 4)])
 def test_smallest_input_builds_and_one_less_is_refused(name, size):
     channels = _registry.model_entry(name).default_input[-1]

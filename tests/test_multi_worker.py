@@ -59,6 +59,7 @@ def history_rows(checkpoint_dir):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_two_workers_train_lenet5_to_identical_weights_that_the_chiefs_keras_model_holds(tmp_path):
     checkpoint_dir = tmp_path / "run"
     result = run_launch("--workers", "2", "--", JOB, "--out", str(tmp_path), "--epochs", "2",
@@ -84,6 +85,7 @@ def test_two_workers_train_lenet5_to_identical_weights_that_the_chiefs_keras_mod
     assert float(rows[1]["loss"]) == pytest.approx(loss0[1], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_makes_the_launcher_restart_all_and_training_resumes_from_the_backup(tmp_path):
     checkpoint_dir = tmp_path / "run"
     command = [sys.executable, "-m", "kzoo.launch", "--workers", "2", "--restarts", "1", "--", JOB,
@@ -105,6 +107,7 @@ def test_a_killed_worker_makes_the_launcher_restart_all_and_training_resumes_fro
     assert not os.path.exists(checkpoint_dir / "backup")  # A finished run leaves no backup.
 
 
+@pytest.mark.slow
 def test_without_a_launcher_the_other_worker_fails_with_a_clear_message_when_one_is_killed(tmp_path):
     # What happens on a cluster: nobody stops the survivors; TensorFlow's heartbeats notice the dead worker.
     ports = launch._free_ports("localhost", 2)
@@ -130,6 +133,7 @@ def test_without_a_launcher_the_other_worker_fails_with_a_clear_message_when_one
     assert f"resume from the last backup in {tmp_path / 'run' / 'backup'}" in output
 
 
+@pytest.mark.slow
 def test_the_mnist_recipe_runs_on_two_launched_workers_and_only_the_chief_writes(tmp_path):
     output = tmp_path / "lenet"
     result = run_launch("--workers", "2", "--", "recipes/mnist_lenet.py", "--quick", "--dataset", "digits",

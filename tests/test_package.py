@@ -32,6 +32,47 @@ def test_import_kzoo_loads_neither_keras_nor_tensorflow_until_a_model_is_asked_f
     assert result.stdout.split() == ["[]", "61706", "True"]
 
 
+def _kzoo_imports():
+    """kzoo module -> the kzoo modules it imports anywhere in its file (a package import names its module)."""
+    import ast
+
+    files = {}
+    for folder, _, names in os.walk(os.path.join(ROOT, "kzoo")):
+        for name in names:
+            if name.endswith(".py"):
+                module = os.path.relpath(os.path.join(folder, name), ROOT)[:-3].replace(os.sep, ".")
+                files[module.removesuffix(".__init__")] = os.path.join(folder, name)
+    graph = {}
+    for module, path in files.items():
+        imported = set()
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kzoo"):
+                submodules = {f"{node.module}.{a.name}" for a in node.names} & set(files)
+                imported |= submodules | ({node.module} if len(submodules) < len(node.names) else set())
+            elif isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names if a.name.startswith("kzoo")}
+        graph[module] = (imported & set(files)) - {module}
+    return graph
+
+
+def test_kzoo_modules_import_each_other_without_a_circle():
+    graph = _kzoo_imports()
+    assert graph["kzoo.training"] and graph["kzoo._multi_worker"]  # The graph is read, not empty.
+
+    def circle_from(module, path):
+        for imported in sorted(graph[module]):
+            if imported in path:
+                return path[path.index(imported):] + [imported]
+            found = circle_from(imported, path + [imported])
+            if found:
+                return found
+        return None
+
+    for module in sorted(graph):
+        circle = circle_from(module, [module])
+        assert circle is None, " -> ".join(circle)
+
+
 def test_kzoo_list_and_info_start_without_tensorflow_and_print_nothing_on_stderr():
     code = ("import sys; from kzoo import cli; statuses = [cli.main(['list']), cli.main(['info', 'vgg16'])]; "
             "print(statuses, [m for m in ('keras', 'tensorflow') if m in sys.modules])")
@@ -142,6 +183,7 @@ def test_kzoo_export_reports_a_failed_check_with_its_own_status(small_keras_file
     assert "below" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_kzoo_export_and_verify_start_quietly(small_keras_file, tmp_path):
     out = str(tmp_path / "m.tflite")
     commands = [["export", small_keras_file, "--mode", "int8", "--calibration", "digits", "--verify", "digits",
@@ -164,6 +206,7 @@ def test_python_dash_m_kzoo_runs_the_command():
     assert [line.split()[0] for line in result.stdout.splitlines()] == ["vgg19", "vgg19_bn"]
 
 
+@pytest.mark.slow
 def test_the_catalog_is_what_the_registry_and_weights_records_say():
     assert kzoo.catalog.load() == kzoo.catalog.build(), (
         "kzoo/catalog.json is stale: regenerate it with `python -m kzoo.catalog`."

@@ -20,6 +20,7 @@ def run_recipe(name, *args):
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
 
 
+@pytest.mark.slow
 def test_mnist_quick_falls_back_to_digits_offline_and_writes_its_files(tmp_path):
     out = tmp_path / "run"
     result = run_recipe("mnist_lenet.py", "--quick", "--offline", "--data-dir", str(tmp_path / "tfds"),
@@ -44,6 +45,7 @@ def saved_weights(path):
     return keras.models.load_model(path).get_weights()
 
 
+@pytest.mark.slow
 def test_mnist_recipe_repeats_exactly_with_the_same_seed(tmp_path, monkeypatch):
     recipe = recipe_module("mnist_lenet", monkeypatch)
     runs = [recipe.main(["--quick", "--dataset", "digits", "--seed", str(seed), "--output", str(tmp_path / name)])
@@ -65,6 +67,7 @@ def test_mnist_recipe_validates_on_held_out_training_images_not_on_the_test_spli
     assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
 
 
+@pytest.mark.slow
 def test_mnist_quick_without_matplotlib_writes_everything_else_and_says_what_it_skipped(tmp_path):
     blocked = ("import runpy, sys; sys.modules['matplotlib'] = None; "
                f"sys.path.insert(0, {os.path.join(ROOT, 'recipes')!r}); sys.argv = sys.argv[1:]; "
@@ -80,6 +83,7 @@ def test_mnist_quick_without_matplotlib_writes_everything_else_and_says_what_it_
     assert not {"curves.png", "confusion.png"} & set(os.listdir(out))
 
 
+@pytest.mark.slow
 def test_mnist_with_dataset_mnist_refuses_the_fallback_in_flags(tmp_path):
     result = run_recipe("mnist_lenet.py", "--dataset", "mnist", "--offline",
                         "--data-dir", str(tmp_path), "--output", str(tmp_path / "run"))
@@ -126,6 +130,7 @@ def test_recipe_outputs_get_the_mode_a_normal_write_gives(tmp_path, monkeypatch)
     assert {f: oct((tmp_path / "run" / f).stat().st_mode & 0o777) for f in files} == {f: "0o640" for f in files}
 
 
+@pytest.mark.slow
 def test_cifar10_quick_runs_offline(tmp_path):
     out = tmp_path / "run"
     result = run_recipe("cifar10_resnet.py", "--quick", "--offline", "--data-dir", str(tmp_path / "tfds"),
@@ -138,6 +143,7 @@ def test_cifar10_quick_runs_offline(tmp_path):
     assert ARTIFACTS <= set(os.listdir(out))
 
 
+@pytest.mark.slow
 def test_cifar10_full_run_offline_stops_with_the_reason_in_flags(tmp_path):
     result = run_recipe("cifar10_resnet.py", "--offline", "--data-dir", str(tmp_path), "--output", str(tmp_path / "o"))
     assert result.returncode == EXIT_UNAVAILABLE
@@ -145,6 +151,7 @@ def test_cifar10_full_run_offline_stops_with_the_reason_in_flags(tmp_path):
     assert "--quick" in result.stderr and "data_dir=" not in result.stderr
 
 
+@pytest.mark.slow
 def test_compress_and_export_quick_runs_offline_and_prints_its_table(tmp_path):
     out = tmp_path / "run"
     result = run_recipe("compress_and_export.py", "--quick", "--offline", "--data-dir", str(tmp_path / "tfds"),
@@ -161,6 +168,7 @@ def test_compress_and_export_quick_runs_offline_and_prints_its_table(tmp_path):
         assert (out / row["file"]).exists() and (out / row["file"].replace(".tflite", ".md")).exists()
 
 
+@pytest.mark.slow
 def test_transfer_learning_quick_exports_int8_and_leaves_a_small_footprint(tmp_path):
     out = tmp_path / "run"
     result = run_recipe("transfer_learning.py", "--quick", "--export", "int8", "--output", str(out))
@@ -198,6 +206,7 @@ def test_transfer_learning_without_imagenet_weights_says_where_to_put_the_file(t
     assert os.path.join(keras_home, "models", record.no_top.file_name) in message and "--weights PATH" in message
 
 
+@pytest.mark.slow
 def test_transfer_learning_keeps_the_trained_model_when_the_export_fails(tmp_path, monkeypatch):
     transfer_learning = recipe_module("transfer_learning", monkeypatch)
 

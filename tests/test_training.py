@@ -67,6 +67,7 @@ def test_fit_copies_the_trained_weights_into_the_given_model_under_mixed_precisi
     np.testing.assert_array_equal(model.get_weights()[0], trained.get_weights()[0])
 
 
+@pytest.mark.slow
 def test_a_killed_fit_resumes_at_the_next_epoch_and_finishes(tmp_path):
     script = """
         import json, os, sys
@@ -93,6 +94,7 @@ def test_a_killed_fit_resumes_at_the_next_epoch_and_finishes(tmp_path):
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2"]
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_on_two_logical_cpus():
     result = run_python("""
         import json
@@ -169,6 +171,7 @@ def test_plot_history_and_evaluate_write_pngs(tmp_path):
     assert report["accuracy"] == pytest.approx(model.evaluate(digits("test"), verbose=0)[1], abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(MNIST), reason="the shared MNIST test split is not beside this checkout")
 def test_lenet5_reaches_97_percent_on_real_mnist_within_5_epochs():
     images = data.read_idx(os.path.join(MNIST, "t10k-images-idx3-ubyte.gz"))
@@ -180,6 +183,7 @@ def test_lenet5_reaches_97_percent_on_real_mnist_within_5_epochs():
     assert training.evaluate(model, test)["accuracy"] >= 0.97
 
 
+@pytest.mark.slow
 def test_the_same_seed_repeats_a_run_exactly_and_another_seed_does_not():
     def run(seed, built_first):
         keras.utils.set_random_seed(seed)  # As a recipe starts (tf.data's seeds combine with TF's global one).

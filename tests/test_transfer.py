@@ -5,7 +5,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import assert_close, images, md5, reference_file, with_hash
+from conftest import assert_close, images, md5, reference_file, registry_params, with_hash
 
 import kzoo
 from kzoo import data, export, training, transfer
@@ -66,7 +66,7 @@ def test_each_mode_trains_what_it_promises(resnet20_file, mode, freeze_batchnorm
         assert count(model.trainable_weights) == model.count_params() - 12 - moving
 
 
-@pytest.mark.parametrize("name", kzoo.list_models())
+@pytest.mark.parametrize("name", registry_params())
 def test_every_registry_backbone_gives_one_flat_model(name):
     entry = kzoo.models._registry.model_entry(name)
     shape = entry.default_input if entry.family.name in ("lenet", "resnet_cifar") else (
@@ -155,7 +155,8 @@ def test_imagenet_weights_offline_without_the_file_say_where_to_put_it(keras_hom
     assert os.path.join(keras_home, "models", record.no_top.file_name) in str(error.value)
 
 
-@pytest.mark.parametrize("mode,freeze_batchnorm", [("top", True), ("full", True), ("top", False)])
+@pytest.mark.parametrize("mode,freeze_batchnorm", [("top", True), pytest.param("full", True, marks=pytest.mark.slow),
+                                                    ("top", False)])
 def test_frozen_batchnorm_statistics_do_not_move_during_fit(resnet20_file, tiny_rgb, mode, freeze_batchnorm):
     path, _ = resnet20_file
     model = transfer.build("resnet20", 3, weights=path, mode=mode, freeze_batchnorm=freeze_batchnorm)
@@ -170,6 +171,7 @@ def test_frozen_batchnorm_statistics_do_not_move_during_fit(resnet20_file, tiny_
         assert all(not layer.trainable for layer in batchnorms if not layer.name.startswith("conv4_"))
 
 
+@pytest.mark.slow
 def test_fine_tune_runs_both_phases_and_keeps_batchnorm_frozen(resnet20_file, tiny_rgb, tmp_path):
     path, _ = resnet20_file
     model = transfer.build("resnet20", 3, weights=path)

@@ -7,14 +7,15 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import KERAS_APPLICATIONS, SHAPE, assert_close, images, md5, reference_file, with_hash
+from conftest import KERAS_APPLICATIONS, SHAPE, assert_close, images, md5, reference_file, registry_params, with_hash
 
 import kzoo
 from kzoo import weights as weights_lib
 
-@pytest.mark.parametrize("file_format", ["legacy", "weights.h5"])
+
+@pytest.mark.parametrize("file_format", ["legacy", pytest.param("weights.h5", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("include_top", [True, False])
-@pytest.mark.parametrize("name", list(KERAS_APPLICATIONS))
+@pytest.mark.parametrize("name", registry_params(list(KERAS_APPLICATIONS), fast={"resnet50"}))
 def test_keras_applications_weights_load_and_give_the_same_outputs(name, include_top, file_format, tmp_path):
     path, reference = reference_file(name, include_top, file_format, tmp_path)
     model = kzoo.get_model(name, weights=path, include_top=include_top, input_shape=SHAPE)
@@ -35,6 +36,22 @@ def test_keras_file_loads_as_weights(tmp_path):
     model = kzoo.lenet5(weights=path)
     x = images((28, 28, 1))
     np.testing.assert_allclose(np.asarray(model(x)), np.asarray(source(x)), atol=1e-6)
+
+
+def test_weights_default_selects_the_models_first_published_weights(keras_home, monkeypatch, tmp_path):
+    record = weights_lib.get_record("vgg16")
+    path, reference = reference_file("vgg16", False, "legacy", tmp_path)
+    os.makedirs(os.path.join(keras_home, "models"), exist_ok=True)
+    cached = os.path.join(keras_home, "models", record.no_top.file_name)
+    os.replace(path, cached)
+    with_hash(monkeypatch, "vgg16", md5(cached), include_top=False)
+    model = kzoo.vgg16(weights="default", include_top=False, input_shape=SHAPE)
+    x = images(SHAPE) * 255.0
+    assert_close(model(x), reference(x), rtol=1e-5)
+    os.remove(cached)
+    assert weights_lib.default_tag("lenet5") is None
+    with pytest.raises(ValueError, match="lenet5 has no pretrained weights"):
+        kzoo.lenet5(weights="default")
 
 
 def test_imagenet_weights_come_from_the_keras_cache_offline(keras_home, monkeypatch, tmp_path):
@@ -188,7 +205,9 @@ def test_decode_predictions_uses_the_cached_class_index(keras_home, monkeypatch)
 def test_every_record_is_complete_and_names_a_registered_model():
     for (model, tag), record in weights_lib.RECORDS.items():
         assert model in kzoo.list_models() and tag == record.tag == "imagenet"
-        assert record.preprocessing in {"caffe", "tf", "torch"}
+        assert record.preprocessing in weights_lib.PREPROCESSING and record.format == "keras-h5"
+        assert record.source == "keras.applications" and record.accuracy_source.startswith("https://")
+        assert weights_lib.default_tag(model) == weights_lib.available_weights(model)[0]
         for file in (record.top, record.no_top):
             assert file.url.endswith("/" + file.file_name)
             assert len(file.file_hash) == 32 and int(file.file_hash, 16) >= 0

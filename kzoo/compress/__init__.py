@@ -3,7 +3,7 @@
 Importing this package is light: tf_keras and TFMOT load when a function runs.
 """
 
-from kzoo.compress.bridge import UntranslatableLayerError, to_keras, to_tf_keras
+from kzoo.tf_keras_bridge import UntranslatableLayerError, to_keras, to_tf_keras
 from kzoo.compress.distill import distill
 from kzoo.compress.prune import prune, sparsity_report
 from kzoo.compress.quantize import cluster, float_layers, quantize_aware

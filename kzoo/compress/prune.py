@@ -13,7 +13,7 @@ import io
 import numpy as np
 
 from kzoo.compress import _tune
-from kzoo.compress.bridge import to_keras, to_tf_keras
+from kzoo.tf_keras_bridge import to_keras, to_tf_keras
 from kzoo._training_core import outputs_probabilities
 
 SCHEDULES = ("polynomial", "constant")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 
 from kzoo.compress import _tune
-from kzoo.compress.bridge import to_keras, to_tf_keras
+from kzoo.tf_keras_bridge import to_keras, to_tf_keras
 from kzoo._training_core import outputs_probabilities
 
 

@@ -5,8 +5,8 @@ Every registered model is a public builder here (`kzoo.models.resnet50`, also
 """
 
 from kzoo.models import alexnet as _alexnet, lenet as _lenet, resnet as _resnet, vgg as _vgg  # noqa: F401  (register)
-from kzoo.models._registry import get_model, list_models, model_entry, model_info, register_model
+from kzoo.models._registry import FeatureInfo, get_model, list_models, model_entry, model_info, register_model
 
 globals().update({name: model_entry(name).fn for name in list_models()})
 
-__all__ = ["get_model", "list_models", "model_entry", "model_info", "register_model", *list_models()]
+__all__ = ["FeatureInfo", "get_model", "list_models", "model_entry", "model_info", "register_model", *list_models()]

@@ -247,10 +247,19 @@ def assemble(opts: Options, inputs, outputs, stages: Sequence) -> keras.Model:
     """
     model = keras.Model(inputs, outputs, name=opts.name)
     weights_lib.load_weights(model, opts.variant, opts.weights, include_top=opts.include_top)
+    infos = feature_info(opts, [(tensor._keras_history.operation.name, tensor.shape[-1]) for tensor in stages])
     if opts.features_only:
-        chosen = [stages[i] for i in opts.out_indices]
-        return keras.Model(inputs, chosen, name=opts.name)
+        model = keras.Model(inputs, [stages[i] for i in opts.out_indices], name=opts.name)
+        infos = tuple(infos[i] for i in opts.out_indices)
+    model.feature_info = infos
     return model
+
+
+def feature_info(opts: Options, stage_layers) -> tuple[_registry.FeatureInfo, ...]:
+    """The `FeatureInfo` of every stage, from `(layer name, channels)` pairs in stage order."""
+    strides = _registry.model_entry(opts.variant).family.stage_strides
+    return tuple(_registry.FeatureInfo(stage, layer, channels, stride)
+                 for stage, ((layer, channels), stride) in enumerate(zip(stage_layers, strides)))
 
 
 def linear_model(
@@ -282,6 +291,7 @@ def linear_model(
             [keras.Input(shape=opts.input_shape), *trunk, *head], name=opts.name
         )
         weights_lib.load_weights(model, opts.variant, opts.weights, include_top=opts.include_top)
+        model.feature_info = feature_info(opts, [(trunk[i].name, trunk[i].output.shape[-1]) for i in stage_ends])
         return model
     inputs, x = model_input(opts)
     stages = []

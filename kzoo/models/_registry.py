@@ -48,6 +48,27 @@ class Family:
 
 
 @dataclass(frozen=True)
+class FeatureInfo:
+    """One stage's feature map, as `features_only` returns it (timm's `feature_info`).
+
+    Every kzoo model carries a tuple of these as `model.feature_info` (all
+    stages; the chosen ones for `features_only`), for heads, detectors and
+    transfer learning to find the stages without reading layer names.
+
+    Attributes:
+        stage: The stage's index, as `out_indices` counts.
+        layer: The layer whose output the map is.
+        channels: The map's channels.
+        reduction: Its stride relative to the input.
+    """
+
+    stage: int
+    layer: str
+    channels: int
+    reduction: int
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """One registered model: its name, its family and its public builder."""
 
@@ -56,6 +77,13 @@ class ModelEntry:
     fn: Callable[..., keras.Model]
     default_input: tuple[int, int, int]
     default_classes: int
+
+    @property
+    def small_input(self) -> tuple[int, int, int]:
+        """A small input the model takes: its family's minimum size, at least 32 but at most the default."""
+        height, _, channels = self.default_input
+        size = min(max(self.family.min_size, 32), height)
+        return (size, size, channels)
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -186,7 +214,8 @@ def model_info(name: str) -> dict:
     Returns:
         A dict with `name, family, paper, params, trainable_params, macs, flops`
         (one multiply-add counts as two FLOPs), `default_input, min_size,
-        num_classes, weights` (available weight tags), `feature_strides`.
+        num_classes, weights` (available weight tags), `feature_strides` and
+        `feature_channels` (of each stage's map).
     """
     return dict(_model_info(model_entry(name).name))
 
@@ -214,5 +243,6 @@ def _model_info(name: str) -> tuple:
         num_classes=entry.default_classes,
         weights=tuple(weights_lib.available_weights(name)),
         feature_strides=entry.family.stage_strides,
+        feature_channels=tuple(info.channels for info in model.feature_info),
     )
     return tuple(info.items())

@@ -1,4 +1,4 @@
-"""Transfer learning: a pretrained backbone with a new head, three fine-tuning modes, embeddings.
+"""The transfer model: a pretrained backbone with a new head as one flat model, its modes and stages.
 
 `build` makes one flat functional model (preprocessing, backbone, pooling,
 head) that TFMOT, the bridge and the TFLite converter take as it is; layer
@@ -12,9 +12,7 @@ import os
 import keras
 import numpy as np
 
-from kzoo import training
 from kzoo import weights as weights_lib
-from kzoo.data import checks
 from kzoo.models import _registry
 
 MODES = ("head", "top", "full")
@@ -22,15 +20,12 @@ POOLINGS = ("avg", "max", "flatten")
 PREPROCESS = "preprocess"
 HEAD_PREFIX = "head_"
 
-# keras.applications' preprocess_input modes, rewritten for images in [0, 1]:
-# output channel c = scale[c] * input[..., order[c]] + offset[c].
-_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
-_IMAGENET_STD = np.array([0.229, 0.224, 0.225])
-PREPROCESSING = {
-    "caffe": ((2, 1, 0), np.full(3, 255.0), -np.array([103.939, 116.779, 123.68])),  # RGB -> BGR, 0-255, minus mean.
-    "tf": ((0, 1, 2), np.full(3, 2.0), np.full(3, -1.0)),  # [-1, 1].
-    "torch": ((0, 1, 2), 1 / _IMAGENET_STD, -_IMAGENET_MEAN / _IMAGENET_STD),  # Normalised per channel.
-}
+
+def _unit_image_steps(mode: str):
+    """`weights.PREPROCESSING[mode]` for images in [0, 1]: output channel c = scale[c] * x[..., order[c]] + offset[c]."""
+    steps = weights_lib.PREPROCESSING[mode]
+    std, mean = np.array(steps.std), np.array(steps.mean)
+    return steps.order, 255.0 / std, -mean / std
 
 
 def build(
@@ -209,148 +204,6 @@ def default_stage(model: keras.Model) -> str:
     return [stage for stage in stages(model) if stage in convolutional][-1]
 
 
-def fine_tune(
-    model: keras.Model,
-    train,
-    val=None,
-    *,
-    head_epochs: int = 5,
-    fine_tune_epochs: int = 5,
-    learning_rate: float = 1e-3,
-    fine_tune_learning_rate: float | None = None,
-    unfreeze: str = "top",
-    trainable_from: str | None = None,
-    freeze_batchnorm: bool = True,
-    checkpoint_dir: str | None = None,
-    **fit_kwargs,
-):
-    """The two-phase schedule: train the new head, then unfreeze and continue more gently.
-
-    Phase 1 trains only the head (a random head's large gradients would
-    otherwise wreck the pretrained features); phase 2 unfreezes the top
-    stage(s) or everything and trains at a lower learning rate. Both run
-    through `kzoo.training.fit`.
-
-    Args:
-        model: A model from `build`.
-        train, val: Batched `(images, labels)` datasets.
-        head_epochs: Epochs of phase 1 (0 skips it).
-        fine_tune_epochs: Epochs of phase 2 (0 skips it).
-        learning_rate: Peak learning rate of phase 1.
-        fine_tune_learning_rate: Of phase 2; default `learning_rate / 10`.
-        unfreeze: "top" or "full": what trains in phase 2.
-        trainable_from, freeze_batchnorm: As in `build`, for phase 2.
-        checkpoint_dir: Each phase keeps its checkpoints, backup and logs in
-            its own sub-folder (`head/`, `fine_tune/`) of this one.
-        **fit_kwargs: More `kzoo.training.fit` arguments (optimizer, seed, ...).
-
-    Returns:
-        `(head_history, fine_tune_history)`; a skipped phase gives None.
-
-    Raises:
-        ValueError: For bad epochs or an `unfreeze` other than "top"/"full".
-    """
-    if unfreeze not in ("top", "full"):
-        raise ValueError(f"unfreeze={unfreeze!r} must be 'top' or 'full' (phase 1 already trains the head).")
-    for argument, value in (("head_epochs", head_epochs), ("fine_tune_epochs", fine_tune_epochs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{argument}={value!r} must be an integer >= 0 (0 skips the phase).")
-    if head_epochs == fine_tune_epochs == 0:
-        raise ValueError("head_epochs and fine_tune_epochs are both 0: nothing to train.")
-
-    def phase(folder, epochs, rate):
-        if not epochs:
-            return None
-        directory = os.path.join(checkpoint_dir, folder) if checkpoint_dir else None
-        return training.fit(model, train, val, epochs=epochs, learning_rate=rate,
-                            checkpoint_dir=directory, **fit_kwargs)
-
-    set_mode(model, "head", freeze_batchnorm=freeze_batchnorm)
-    head_history = phase("head", head_epochs, learning_rate)
-    if fine_tune_epochs:
-        set_mode(model, unfreeze, trainable_from=trainable_from, freeze_batchnorm=freeze_batchnorm)
-    fine_history = phase("fine_tune", fine_tune_epochs, fine_tune_learning_rate or learning_rate / 10)
-    return head_history, fine_history
-
-
-def features(backbone, data, *, weights="imagenet", input_shape=None, pooling: str = "avg",
-             preprocessing="auto"):
-    """Pooled embeddings of images, for linear probes and nearest-neighbour search.
-
-    Args:
-        backbone: A registry name (built with `feature_extractor` and the
-            other arguments), a model from `build` (its `head_pool` output),
-            or any Keras model (its output).
-        data: A batched dataset of images or of `(images, labels)`, an
-            array of images, or a tuple `(images, labels)` of arrays; images
-            in [0, 1] or uint8 0-255, as `kzoo.data.checks` takes them.
-        weights, input_shape, pooling, preprocessing: For a registry name, as in `build`.
-
-    Returns:
-        The embeddings, shape (images, dimensions), float32; for labelled
-        data, the tuple `(embeddings, labels)` with integer labels, read in
-        the same pass (so a shuffling dataset stays aligned).
-
-    Raises:
-        ValueError: For images that do not fit the backbone or lie outside
-            the contract, and labels that are not class ids.
-    """
-    extractor = _extractor_for(backbone, weights, input_shape, pooling, preprocessing)
-    embeddings, labels = [], []
-    for images, batch_labels in checks.batches(data, "data"):
-        checks.fits_model(images.shape[1:], extractor.inputs[0].shape[1:], "data")
-        many = len(images) > 256  # A whole array: predict in batches.
-        embedded = extractor.predict(images, batch_size=256, verbose=0) if many else extractor.predict_on_batch(images)
-        embeddings.append(np.asarray(embedded, dtype="float32"))
-        if batch_labels is not None:
-            labels.append(batch_labels)
-    embeddings = np.concatenate(embeddings)
-    return (embeddings, np.concatenate(labels).astype("int64")) if labels else embeddings
-
-
-def linear_probe(backbone, train, test, *, weights="imagenet", input_shape=None, pooling: str = "avg",
-                 preprocessing="auto", regularization: float = 1.0) -> dict:
-    """Fits a logistic regression on frozen embeddings: the standard measure of a backbone's features.
-
-    Args:
-        backbone, weights, input_shape, pooling, preprocessing: As in `features`.
-        train, test: Labelled batched datasets, or `(images, labels)` arrays.
-        regularization: Inverse L2 strength (scikit-learn's `C`).
-
-    Returns:
-        `{"accuracy", "train_accuracy", "num_train", "num_test", "dimensions",
-        "classifier"}`; the classifier is a fitted scikit-learn pipeline
-        (standardisation, logistic regression) on the embeddings.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    extractor = _extractor_for(backbone, weights, input_shape, pooling, preprocessing)
-    train_x, train_y = features(extractor, train)
-    test_x, test_y = features(extractor, test)
-    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=regularization, max_iter=2000))
-    classifier.fit(train_x, train_y)
-    return {
-        "accuracy": float(classifier.score(test_x, test_y)),
-        "train_accuracy": float(classifier.score(train_x, train_y)),
-        "num_train": len(train_y),
-        "num_test": len(test_y),
-        "dimensions": int(train_x.shape[1]),
-        "classifier": classifier,
-    }
-
-
-def _extractor_for(backbone, weights, input_shape, pooling, preprocessing) -> keras.Model:
-    if not isinstance(backbone, keras.Model):
-        return feature_extractor(backbone, weights=weights, input_shape=input_shape, pooling=pooling,
-                                 preprocessing=preprocessing)
-    names = {layer.name for layer in backbone.layers}
-    if f"{HEAD_PREFIX}pool" in names and f"{HEAD_PREFIX}predictions" in names:
-        return keras.Model(backbone.input, backbone.get_layer(f"{HEAD_PREFIX}pool").output)
-    return backbone
-
-
 def _backbone_name(backbone) -> str:
     """The registry name of `backbone` (a name or a registered builder)."""
     name = backbone if isinstance(backbone, str) else getattr(backbone, "__name__", None)
@@ -395,10 +248,9 @@ def _stage_names(backbone: list) -> list[str]:
 def _preprocessing_mode(backbone_name: str, weights, preprocessing, input_shape):
     if preprocessing == "auto":
         preprocessing = _record_preprocessing(backbone_name, weights)
-    if preprocessing is not None and preprocessing not in PREPROCESSING:
-        raise ValueError(
-            f"preprocessing={preprocessing!r} is not one of 'auto', {', '.join(map(repr, PREPROCESSING))} or None."
-        )
+    if preprocessing is not None and preprocessing not in weights_lib.PREPROCESSING:
+        modes = ", ".join(map(repr, weights_lib.PREPROCESSING))
+        raise ValueError(f"preprocessing={preprocessing!r} is not one of 'auto', {modes} or None.")
     if preprocessing is not None and input_shape[-1] != 3:
         raise ValueError(
             f"preprocessing={preprocessing!r} needs RGB input, but input_shape={input_shape}. "
@@ -412,6 +264,8 @@ def _record_preprocessing(backbone_name: str, weights):
     if weights is None:
         return None
     weights = os.fspath(weights)
+    if weights == "default":
+        weights = weights_lib.default_tag(backbone_name) or weights
     if not weights_lib.looks_like_path(weights):
         return weights_lib.get_record(backbone_name, weights).preprocessing
     file_name = os.path.basename(weights)
@@ -422,14 +276,14 @@ def _record_preprocessing(backbone_name: str, weights):
 
 
 def _preprocessing_layer(mode: str) -> keras.layers.Conv2D:
-    """A frozen 1x1 convolution that applies `PREPROCESSING[mode]`.
+    """A frozen 1x1 convolution that applies `weights.PREPROCESSING[mode]`.
 
     Rescaling cannot swap channels (caffe's RGB -> BGR) and a Lambda layer is
     not portable (TFMOT, the bridge and safe `.keras` loading refuse it); a
     1x1 convolution is a built-in layer every tool takes, and costs 9
     multiply-adds per pixel.
     """
-    order, scale, offset = PREPROCESSING[mode]
+    order, scale, offset = _unit_image_steps(mode)
     kernel = np.zeros((1, 1, 3, 3), dtype="float32")
     for output_channel, input_channel in enumerate(order):
         kernel[0, 0, input_channel, output_channel] = scale[output_channel]
@@ -437,9 +291,3 @@ def _preprocessing_layer(mode: str) -> keras.layers.Conv2D:
     layer.build((None, None, None, 3))
     layer.set_weights([kernel, offset.astype("float32")])
     return layer
-
-
-__all__ = [
-    "MODES", "backbone_layers", "build", "default_stage", "feature_extractor", "features", "fine_tune",
-    "linear_probe", "set_mode", "stages",
-]

@@ -1,0 +1,192 @@
+"""Weights records: which pretrained weights exist for which model, where they come from, how they were trained.
+
+Data only (no Keras): the catalog, `kzoo list` and `kzoo info` read it. One
+record per (model, tag): the files with and without the classifier, their
+format and source, the preprocessing the weights expect (`PREPROCESSING`,
+the one table `preprocess_input` and `transfer` apply) and the published
+accuracy. A converter (torchvision, timm) adds records whose `format` names
+its checkpoint reader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
+_ACCURACY_SOURCE = "https://keras.io/api/applications/ (single 224x224 centre crop)"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a set of weights expects of RGB 0-255 images: `(x[..., order] - mean) / std` per channel.
+
+    Attributes:
+        order: Input channel feeding each output channel ((2, 1, 0): RGB -> BGR).
+        mean: Subtracted per output channel, in 0-255 units.
+        std: Divided by per output channel, in 0-255 units.
+    """
+
+    order: tuple[int, int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+# keras.applications.imagenet_utils.preprocess_input's three modes.
+PREPROCESSING = {
+    "caffe": Preprocessing((2, 1, 0), (103.939, 116.779, 123.68), (1.0, 1.0, 1.0)),  # BGR, mean-subtracted.
+    "tf": Preprocessing((0, 1, 2), (127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),  # [-1, 1].
+    "torch": Preprocessing((0, 1, 2), (0.485 * 255, 0.456 * 255, 0.406 * 255),
+                           (0.229 * 255, 0.224 * 255, 0.225 * 255)),  # ImageNet mean and std.
+}
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """One downloadable file: where it lives, its cache name and its published hash.
+
+    Attributes:
+        url: Where it is downloaded from.
+        file_name: Its name in the Keras cache (`$KERAS_HOME/models`).
+        file_hash: The hash its publisher gives (md5 for keras.applications'
+            files, sha256 where the publisher gives that); checked after download.
+        sha256: Its sha256, where known, to check it independently of the publisher's hash.
+    """
+
+    url: str
+    file_name: str
+    file_hash: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class WeightsRecord:
+    """A set of pretrained weights for one model, under one tag.
+
+    Attributes:
+        model: Registered model name.
+        tag: The `weights=` value that selects it, e.g. "imagenet".
+        top: The file with the classifier (`include_top=True`).
+        no_top: The file without it (`include_top=False`), if published.
+        preprocessing: The `keras.applications.imagenet_utils.preprocess_input`
+            mode the weights were trained with: "caffe", "tf" or "torch".
+        input_size: Training and evaluation resolution.
+        categories: Name of the label set, a key of `CATEGORIES`.
+        top1: Published ImageNet top-1 accuracy, percent.
+        top5: Published ImageNet top-5 accuracy, percent.
+        accuracy_source: Where the accuracy figures come from.
+        source: Who published the weights ("keras.applications", or the
+            converted checkpoint's origin, e.g. "torchvision").
+        format: How the files are read: "keras-h5" (keras.applications'
+            legacy HDF5, loaded as it is); converted checkpoints name their
+            reader in `kzoo.convert`.
+    """
+
+    model: str
+    tag: str
+    top: WeightsFile
+    no_top: WeightsFile | None
+    preprocessing: str
+    input_size: int
+    categories: str
+    top1: float | None
+    top5: float | None
+    accuracy_source: str = _ACCURACY_SOURCE
+    source: str = "keras.applications"
+    format: str = "keras-h5"
+
+    def file(self, include_top: bool) -> WeightsFile:
+        """The file for `include_top`; raises ValueError if not published."""
+        chosen = self.top if include_top else self.no_top
+        if chosen is None:
+            raise ValueError(
+                f"{self.model} has no {self.tag!r} weights without the classifier; "
+                "use include_top=True."
+            )
+        return chosen
+
+
+def _keras_application(model, folder, stem, top_hash, no_top_hash, mode, top1, top5):
+    def file(suffix, file_hash):
+        name = f"{stem}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
+        return WeightsFile(f"{_KERAS_BASE}{folder}/{name}", name, file_hash)
+
+    return WeightsRecord(
+        model=model,
+        tag="imagenet",
+        top=file("", top_hash),
+        no_top=file("_notop", no_top_hash),
+        preprocessing=mode,
+        input_size=224,
+        categories="imagenet1k",
+        top1=top1,
+        top5=top5,
+    )
+
+
+# The official keras.applications files (keras/src/applications/{vgg16,vgg19,resnet}.py).
+RECORDS: dict[tuple[str, str], WeightsRecord] = {
+    (r.model, r.tag): r
+    for r in [
+        _keras_application("vgg16", "vgg16", "vgg16", "64373286793e3c8b2b4e3219cbf3544b",
+                           "6d6bbae143d832006294945121d1f1fc", "caffe", 71.3, 90.1),
+        _keras_application("vgg19", "vgg19", "vgg19", "cbe5617147190e668d6c5d5026f83318",
+                           "253f8cb515780f3b799900260a226db6", "caffe", 71.3, 90.0),
+        _keras_application("resnet50", "resnet", "resnet50", "2cb95161c43110f7111970584f804107",
+                           "4d473c1dd8becc155b73f8504c6f6626", "caffe", 74.9, 92.1),
+        _keras_application("resnet101", "resnet", "resnet101", "f1aeb4b969a6efcfb50fad2f0c20cfc5",
+                           "88cf7a10940856eca736dc7b7e228a21", "caffe", 76.4, 92.8),
+        _keras_application("resnet152", "resnet", "resnet152", "100835be76be38e30d865e96f2aaae62",
+                           "ee4c566cf9a93f14d82f913c2dc6dd0c", "caffe", 76.6, 93.1),
+        _keras_application("resnet50_v2", "resnet", "resnet50v2", "3ef43a0b657b3be2300d5770ece849e0",
+                           "fac2f116257151a9d068a22e544a4917", "tf", 76.0, 93.0),
+        _keras_application("resnet101_v2", "resnet", "resnet101v2", "6343647c601c52e1368623803854d971",
+                           "c0ed64b8031c3730f411d2eb4eea35b5", "tf", 77.2, 93.8),
+        _keras_application("resnet152_v2", "resnet", "resnet152v2", "a49b44d1979771252814e80f8ec446f9",
+                           "ed17cf2e0169df9d443503ef94b23b33", "tf", 78.0, 94.2),
+    ]
+}
+
+# Label sets: the class index keras.applications' decode_predictions uses.
+CATEGORIES: dict[str, WeightsFile] = {
+    "imagenet1k": WeightsFile(
+        "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json",
+        "imagenet_class_index.json",
+        "c2c37ea517e94d9795004a39431a14cb",
+    )
+}
+
+
+def available_weights(model_name: str) -> list[str]:
+    """The weight tags published for a model (an empty list if none), the default first."""
+    return [tag for (model, tag) in RECORDS if model == model_name]
+
+
+def default_tag(model_name: str) -> str | None:
+    """The tag `weights="default"` selects: the model's first (best) published weights, or None."""
+    tags = available_weights(model_name)
+    return tags[0] if tags else None
+
+
+def get_record(model_name: str, tag: str = "imagenet") -> WeightsRecord:
+    """The weights record of `(model_name, tag)`.
+
+    Raises:
+        ValueError: If there is none; the message lists the available tags.
+    """
+    record = RECORDS.get((model_name, tag))
+    if record is None:
+        tags = available_weights(model_name)
+        with_weights = sorted({model for model, _ in RECORDS})
+        choices = (
+            f"Available for {model_name}: {', '.join(map(repr, tags))}."
+            if tags
+            else f"{model_name} has no pretrained weights; models that have: "
+            f"{', '.join(with_weights)}."
+        )
+        raise ValueError(
+            f"Unknown weights {tag!r} for {model_name}. {choices} Or pass weights=None "
+            "(random initialisation) or the path to a weights file."
+        )
+    return record
+
+
