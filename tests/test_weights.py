@@ -38,23 +38,8 @@ def test_keras_file_loads_as_weights(tmp_path):
     np.testing.assert_allclose(np.asarray(model(x)), np.asarray(source(x)), atol=1e-6)
 
 
-def test_weights_default_selects_the_models_first_published_weights(keras_home, monkeypatch, tmp_path):
-    record = weights_lib.get_record("vgg16")
-    path, reference = reference_file("vgg16", False, "legacy", tmp_path)
-    os.makedirs(os.path.join(keras_home, "models"), exist_ok=True)
-    cached = os.path.join(keras_home, "models", record.no_top.file_name)
-    os.replace(path, cached)
-    with_hash(monkeypatch, "vgg16", md5(cached), include_top=False)
-    model = kzoo.vgg16(weights="default", include_top=False, input_shape=SHAPE)
-    x = images(SHAPE) * 255.0
-    assert_close(model(x), reference(x), rtol=1e-5)
-    os.remove(cached)
-    assert weights_lib.default_tag("lenet5") is None
-    with pytest.raises(ValueError, match="lenet5 has no pretrained weights"):
-        kzoo.lenet5(weights="default")
-
-
-def test_imagenet_weights_come_from_the_keras_cache_offline(keras_home, monkeypatch, tmp_path):
+@pytest.mark.parametrize("tag", ["imagenet", "default"])  # "default": the model's first published weights.
+def test_imagenet_weights_come_from_the_keras_cache_offline(tag, keras_home, monkeypatch, tmp_path):
     record = weights_lib.get_record("vgg16")
     assert record.no_top.file_name == "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
     assert record.no_top.url.startswith("https://storage.googleapis.com/tensorflow/keras-applications/vgg16/")
@@ -63,10 +48,16 @@ def test_imagenet_weights_come_from_the_keras_cache_offline(keras_home, monkeypa
     cached = os.path.join(keras_home, "models", record.no_top.file_name)
     os.replace(path, cached)
     with_hash(monkeypatch, "vgg16", md5(cached), include_top=False)
-    model = kzoo.vgg16(weights="imagenet", include_top=False, input_shape=SHAPE)
+    model = kzoo.vgg16(weights=tag, include_top=False, input_shape=SHAPE)
     x = images(SHAPE) * 255.0
     assert_close(model(x), reference(x), rtol=1e-5)
     os.remove(cached)
+
+
+def test_weights_default_is_the_first_published_tag_and_needs_one():
+    assert weights_lib.default_tag("vgg16") == "imagenet" and weights_lib.default_tag("lenet5") is None
+    with pytest.raises(ValueError, match="lenet5 has no pretrained weights"):
+        kzoo.lenet5(weights="default")
 
 
 def test_download_failure_names_url_cache_path_and_the_way_out(keras_home, monkeypatch):
