@@ -59,8 +59,9 @@ def _builder(family: Family, name: str, spec, extra_names: set[str]) -> Callable
 def _docstring(family: Family, name: str, spec) -> str:
     tags = weights_lib.available_weights(name)
     size = family.min_size
+    published = "".join(f'"{tag}" (published weights), ' for tag in tags)
     values = dict(
-        weights="".join(f'"{tag}" (published weights), ' for tag in tags),
+        weights=published + ('"default" (the first of them), ' if tags else ""),
         default_input=family.default_input, min_size=f"{size}x{size}",
         none_sizes="" if family.flatten_head else " (None for any size)",
         default_classes=family.default_classes, strides=", ".join(map(str, family.stage_strides)),
