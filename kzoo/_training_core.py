@@ -136,8 +136,12 @@ def outputs_probabilities(model: keras.Model) -> bool:
     return getattr(activation, "__name__", "") == "softmax"
 
 
-def loss(model, sparse: bool, label_smoothing: float, library=keras):
-    from_logits = not outputs_probabilities(model)
+def loss(model, sparse: bool, label_smoothing: float, library=keras, from_logits: bool | None = None):
+    """Cross-entropy for the labels (sparse or one-hot) on the model's output (probabilities or logits).
+
+    `from_logits` overrides what the model's last layer says (TFMOT's wrappers hide its activation).
+    """
+    from_logits = not outputs_probabilities(model) if from_logits is None else from_logits
     if sparse:
         return library.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
     return library.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)

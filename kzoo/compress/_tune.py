@@ -38,10 +38,9 @@ def fine_tune(model, train, *, from_logits, epochs, learning_rate, validation=No
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs={epochs!r} must be a non-negative integer.")
     sparse = len(train.element_spec[1].shape) == 1
-    loss = (tf_keras.losses.SparseCategoricalCrossentropy if sparse else tf_keras.losses.CategoricalCrossentropy)
-    model.compile(
-        optimizer=tf_keras.optimizers.Adam(learning_rate),
-        loss=loss(from_logits=from_logits),
+    model.compile(  # Adam at a constant rate: the schedule's length (epochs, steps) plays no part.
+        optimizer=core.make_optimizer("adam", learning_rate, None, "constant", None, epochs, 1, library=tf_keras),
+        loss=core.loss(model, sparse, 0.0, library=tf_keras, from_logits=from_logits),
         metrics=["accuracy"],
     )
     if epochs == 0:
