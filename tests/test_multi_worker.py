@@ -162,14 +162,22 @@ def test_launch_stops_the_other_workers_when_one_fails_and_says_how_to_resume(ca
 
 def test_launch_sets_each_workers_tf_config_and_restarts_a_failed_run(tmp_path, capsys):
     # Worker 1 fails on the first attempt only (it leaves a file), so one restart makes the run succeed.
+    # It fails only once the others have printed: a worker stopped before it printed (a loaded machine
+    # starts Python slowly) would show one attempt, not two.
     script = tmp_path / "job.py"
     script.write_text(
-        "import json, os, sys\n"
+        "import json, os, sys, time\n"
         "config = json.loads(os.environ['TF_CONFIG'])\n"
         "index = config['task']['index']\n"
-        f"marker = {str(tmp_path / 'failed_once')!r}\n"
-        "print('cluster', len(config['cluster']['worker']), 'task', config['task']['type'], index)\n"
+        f"folder = {str(tmp_path)!r}\n"
+        "print('cluster', len(config['cluster']['worker']), 'task', config['task']['type'], index, flush=True)\n"
+        "open(os.path.join(folder, f'printed_{index}'), 'a').close()\n"
+        "marker = os.path.join(folder, 'failed_once')\n"
         "if index == 1 and not os.path.exists(marker):\n"
+        "    deadline = time.time() + 60\n"
+        "    while time.time() < deadline and not all(\n"
+        "            os.path.exists(os.path.join(folder, f'printed_{other}')) for other in (0, 2)):\n"
+        "        time.sleep(0.05)\n"
         "    open(marker, 'w').close()\n"
         "    sys.exit(5)\n"
     )
