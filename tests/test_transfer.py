@@ -1,6 +1,7 @@
 """Transfer learning: modes freeze what they promise, BN stays put, weights load offline, the model travels."""
 
 import os
+import tempfile
 
 import keras
 import numpy as np
@@ -76,9 +77,14 @@ def test_every_registry_backbone_gives_one_flat_model(name):
     assert model.output.shape == (None, 3)
     stage = transfer.default_stage(model)
     assert stage in transfer.stages(model)
-    trained = {layer.name for layer in transfer.backbone_layers(model) if layer.trainable}
-    assert trained and all(n.split("_")[0] in transfer.stages(model)[transfer.stages(model).index(stage):]
-                           for n in trained)
+    assert len(transfer.stages(model)) == len(model.feature_info) == len(entry.fn(weights=None).feature_info)
+    # The trained layers are the backbone's from the start of the last feature stage on (BN frozen).
+    backbone = transfer.backbone_layers(model)
+    start = [layer.name for layer in backbone].index(model.feature_info[-2].layer) + 1
+    assert transfer.stages(model)[-1] in (backbone[start].name, backbone[start].name.split("_")[0])
+    trained = [layer.name for layer in backbone if layer.trainable]
+    assert trained and trained == [layer.name for layer in backbone[start:]
+                                   if not isinstance(layer, keras.layers.BatchNormalization)]
 
 
 def test_default_top_stage_per_family():
@@ -88,12 +94,31 @@ def test_default_top_stage_per_family():
     assert transfer.default_stage(transfer.build("resnet18", 2, weights=None, input_shape=CIFAR)) == "conv5"
 
 
+def test_stages_follow_feature_info_where_layer_names_do_not():
+    """ResNet v2's stride-32 stage starts in keras.applications' conv4 stack; a reloaded model keeps its stages."""
+    model = transfer.build("resnet50_v2", 2, weights=None, input_shape=(64, 64, 3), mode="top")
+    assert transfer.stages(model)[-1] == transfer.default_stage(model) == "conv4_block6_preact_bn"
+    assert model.get_layer("conv4_block6_2_conv").trainable and not model.get_layer("conv4_block5_2_conv").trainable
+    assert model.feature_info[-1].reduction == 32
+    path = os.path.join(tempfile.mkdtemp(), "v2.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert transfer.stages(loaded) == transfer.stages(model)
+    deeper = transfer.build("resnet101", 2, weights=None, input_shape=(64, 64, 3))
+    deeper.save(path)
+    assert transfer.stages(keras.saving.load_model(path)) == transfer.stages(deeper)
+    assert transfer.set_mode(keras.saving.load_model(path), "top").get_layer("conv5_block1_1_conv").trainable
+
+
 def test_trainable_from_takes_a_stage_or_a_layer_name(resnet20_file):
     path, _ = resnet20_file
     by_stage = transfer.build("resnet20", 3, weights=path, mode="top", trainable_from="conv3")
     by_layer = transfer.build("resnet20", 3, weights=path, mode="top", trainable_from="conv3_block1_1_conv")
     default = transfer.build("resnet20", 3, weights=path, mode="top")
+    by_index = transfer.build("resnet20", 3, weights=path, mode="top", trainable_from=1)
+    assert transfer.stages(by_index)[1] == "conv3"
     assert count(by_stage.trainable_weights) == count(by_layer.trainable_weights) > count(default.trainable_weights)
+    assert count(by_index.trainable_weights) == count(by_stage.trainable_weights)
     assert not by_stage.get_layer("conv2_block3_2_conv").trainable and by_stage.get_layer("conv3_block1_1_conv").trainable
 
 

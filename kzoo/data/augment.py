@@ -15,6 +15,7 @@ import tensorflow as tf
 from keras import layers
 
 from kzoo._io import pyplot, save_figure
+from kzoo.data import checks
 
 
 def to_float(images):
@@ -328,10 +329,7 @@ def preview(dataset, path: str, *, rows: int = 4, columns: int = 8) -> str:
     images, labels = [], []
     for batch_images, batch_labels in dataset:
         images.extend(np.asarray(batch_images)[: wanted - len(images)])
-        batch_labels = np.asarray(batch_labels)
-        if batch_labels.ndim == 2:  # One-hot after MixUp/CutMix: show the top class.
-            batch_labels = batch_labels.argmax(axis=1)
-        labels.extend(batch_labels[: wanted - len(labels)])
+        labels.extend(checks.top_class(batch_labels)[: wanted - len(labels)])
         if len(images) >= wanted:
             break
     figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.4, rows * 1.5))

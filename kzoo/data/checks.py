@@ -169,11 +169,14 @@ def batches(data, argument: str, *, num_classes: int | None = None):
         images, labels = batch[:2] if isinstance(batch, (tuple, list)) else (batch, None)
         images = unit_images(images, argument, whole=False)
         if labels is not None:
-            labels = np.asarray(labels)
-            if labels.ndim == 2 and labels.shape[1] > 1:  # One-hot (MixUp/CutMix) labels.
-                labels = labels.argmax(axis=1)
-            labels = class_ids(labels, f"{argument}'s labels", num_classes=num_classes, count=len(images))
+            labels = class_ids(top_class(labels), f"{argument}'s labels", num_classes=num_classes, count=len(images))
         yield images, labels
+
+
+def top_class(labels) -> np.ndarray:
+    """Labels as NumPy class ids: one-hot or mixed (MixUp/CutMix) rows become their top class."""
+    labels = np.asarray(labels)
+    return labels.argmax(axis=1) if labels.ndim == 2 and labels.shape[1] > 1 else labels
 
 
 def checked_in_graph(image, label, num_classes: int | None):
@@ -205,4 +208,4 @@ def checked_in_graph(image, label, num_classes: int | None):
 
 
 __all__ = ["batches", "checked_in_graph", "class_ids", "fits_model", "is_array_pair", "looks_channels_first",
-           "unit_images"]
+           "top_class", "unit_images"]

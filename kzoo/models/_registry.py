@@ -24,11 +24,11 @@ class Family:
 
     Attributes:
         name: Family name, e.g. "vgg".
-        paper: Citation of the paper that introduced the family.
         build: `build(opts, spec, **extras)`: the family's one builder, given
             the resolved common arguments (`_common.Options`), the model's
             spec row and the family's own keyword arguments (`dropout`,
             `sequential`, ...), documented in its docstring's Args.
+        paper: Citation of the paper that introduced the family.
         default_input: Default `(height, width, channels)`.
         min_size: Smallest height/width the family accepts.
         stage_strides: Stride of each `features_only` output, in order.
@@ -38,8 +38,8 @@ class Family:
     """
 
     name: str
-    paper: str
     build: Callable[..., keras.Model]
+    paper: str
     default_input: tuple[int, int, int]
     min_size: int
     stage_strides: tuple[int, ...]
@@ -214,8 +214,9 @@ def model_info(name: str) -> dict:
     Returns:
         A dict with `name, family, paper, params, trainable_params, macs, flops`
         (one multiply-add counts as two FLOPs), `default_input, min_size,
-        num_classes, weights` (available weight tags), `feature_strides` and
-        `feature_channels` (of each stage's map).
+        num_classes, weights` (available weight tags), `feature_strides`,
+        `feature_channels` and `feature_layers` (of each stage's map, as
+        `model.feature_info` gives them).
     """
     return dict(_model_info(model_entry(name).name))
 
@@ -244,5 +245,6 @@ def _model_info(name: str) -> tuple:
         weights=tuple(weights_lib.available_weights(name)),
         feature_strides=entry.family.stage_strides,
         feature_channels=tuple(info.channels for info in model.feature_info),
+        feature_layers=tuple(info.layer for info in model.feature_info),
     )
     return tuple(info.items())

@@ -65,14 +65,8 @@ def build_alexnet(opts: _common.Options, spec: AlexNetSpec, *, dropout: float = 
     return _common.linear_model(opts, trunk, stage_ends=(2, 4, 8), head=head, sequential=sequential)
 
 
-ALEXNET = Family(
-    name="alexnet",
-    paper="Krizhevsky et al. 2012, ImageNet Classification with Deep CNNs; "
-    "single-tower layout of Krizhevsky 2014, One weird trick",
-    build=build_alexnet,
-    default_input=(224, 224, 3),
-    min_size=63,
-    stage_strides=(8, 16, 32),
-    flatten_head=True,
-)
+ALEXNET = Family("alexnet", build_alexnet, paper=(
+    "Krizhevsky et al. 2012, ImageNet Classification with Deep CNNs; "
+    "single-tower layout of Krizhevsky 2014, One weird trick"),
+    default_input=(224, 224, 3), min_size=63, stage_strides=(8, 16, 32), flatten_head=True)
 globals().update(register_family(ALEXNET, ALEXNET_SPECS))

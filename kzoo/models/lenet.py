@@ -62,14 +62,7 @@ def build_lenet(opts: _common.Options, spec: LeNetSpec, *, classic: bool = False
     return _common.linear_model(opts, trunk, stage_ends=(1, 3), head=head, sequential=sequential)
 
 
-LENET = Family(
-    name="lenet",
-    paper="LeCun et al. 1998, Gradient-Based Learning Applied to Document Recognition",
-    build=build_lenet,
-    default_input=(28, 28, 1),
-    min_size=12,
-    stage_strides=(2, 4),
-    flatten_head=True,
-    default_classes=10,
-)
+LENET = Family("lenet", build_lenet, paper=(
+    "LeCun et al. 1998, Gradient-Based Learning Applied to Document Recognition"),
+    default_input=(28, 28, 1), min_size=12, stage_strides=(2, 4), flatten_head=True, default_classes=10)
 globals().update(register_family(LENET, LENET_SPECS))

@@ -198,23 +198,12 @@ def _conv3x3(x, filters, stride, name):
     return layers.Conv2D(filters, 3, strides=stride, use_bias=False, name=f"{name}_conv")(x)
 
 
-IMAGENET_RESNET = Family(
-    name="resnet",
-    paper="He et al. 2015, Deep Residual Learning for Image Recognition "
-    "(v2: He et al. 2016, Identity Mappings in Deep Residual Networks)",
-    build=build_resnet,
-    default_input=(224, 224, 3),
-    min_size=32,
-    stage_strides=(2, 4, 8, 16, 32),
-)
-CIFAR_RESNET = Family(
-    name="resnet_cifar",
-    paper="He et al. 2015, Deep Residual Learning for Image Recognition, section 4.2 (CIFAR-10)",
-    build=build_resnet,
-    default_input=(32, 32, 3),
-    min_size=4,
-    stage_strides=(1, 2, 4),
-    default_classes=10,
-)
+IMAGENET_RESNET = Family("resnet", build_resnet, paper=(
+    "He et al. 2015, Deep Residual Learning for Image Recognition "
+    "(v2: He et al. 2016, Identity Mappings in Deep Residual Networks)"),
+    default_input=(224, 224, 3), min_size=32, stage_strides=(2, 4, 8, 16, 32))
+CIFAR_RESNET = Family("resnet_cifar", build_resnet, paper=(
+    "He et al. 2015, Deep Residual Learning for Image Recognition, section 4.2 (CIFAR-10)"),
+    default_input=(32, 32, 3), min_size=4, stage_strides=(1, 2, 4), default_classes=10)
 globals().update(register_family(IMAGENET_RESNET, RESNET_SPECS))
 globals().update(register_family(CIFAR_RESNET, CIFAR_RESNET_SPECS))

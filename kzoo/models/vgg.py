@@ -80,13 +80,7 @@ def build_vgg(opts: _common.Options, spec: VGGSpec, *, dropout: float = 0.5, seq
     return _common.linear_model(opts, trunk, stage_ends, head, sequential)
 
 
-VGG = Family(
-    name="vgg",
-    paper="Simonyan & Zisserman 2014, Very Deep Convolutional Networks for Large-Scale Image Recognition",
-    build=build_vgg,
-    default_input=(224, 224, 3),
-    min_size=32,
-    stage_strides=(2, 4, 8, 16, 32),
-    flatten_head=True,
-)
+VGG = Family("vgg", build_vgg, paper=(
+    "Simonyan & Zisserman 2014, Very Deep Convolutional Networks for Large-Scale Image Recognition"),
+    default_input=(224, 224, 3), min_size=32, stage_strides=(2, 4, 8, 16, 32), flatten_head=True)
 globals().update(register_family(VGG, VGG_SPECS))

@@ -35,7 +35,7 @@ def build(
     weights="imagenet",
     input_shape=None,
     mode: str = "head",
-    trainable_from: str | None = None,
+    trainable_from: str | int | None = None,
     freeze_batchnorm: bool = True,
     pooling: str = "avg",
     head_dropout: float = 0.2,
@@ -60,9 +60,11 @@ def build(
         input_shape: (height, width, channels); default the model's.
         mode: What trains: "head" (only the new head), "top" (the head and the
             backbone from `trainable_from` on) or "full" (everything).
-        trainable_from: With mode="top": a stage (layer-name prefix such as
-            "conv5" or "block5") or a layer name. Default: the last stage that
-            holds a convolution (conv5 for ResNets, block5 for VGG, conv2 for LeNet).
+        trainable_from: With mode="top": a stage of `stages(model)` (its name
+            such as "conv5" or "block5", or its index in `model.feature_info`),
+            a layer name, or a layer-name prefix. Default: the last stage that
+            holds a convolution (conv5 for ResNets, block5 for VGG, conv2 for
+            LeNet, conv4_block6_preact_bn for ResNet v2).
         freeze_batchnorm: Keep every BatchNormalization layer of the backbone
             frozen, and so in inference mode with its ImageNet statistics, in
             every mode (the Keras transfer-learning guide's advice). With
@@ -108,6 +110,7 @@ def build(
         num_classes, activation=classifier_activation, name=f"{HEAD_PREFIX}predictions"
     )(x)
     model = keras.Model(extractor.input, outputs, name=name or f"{backbone_name}_transfer")
+    model.feature_info = extractor.feature_info
     return set_mode(model, mode, trainable_from=trainable_from, freeze_batchnorm=freeze_batchnorm)
 
 
@@ -143,10 +146,12 @@ def feature_extractor(backbone, *, weights="imagenet", input_shape=None, pooling
         "max": keras.layers.GlobalMaxPooling2D,
         "flatten": keras.layers.Flatten,
     }[pooling](name=f"{HEAD_PREFIX}pool")
-    return keras.Model(image, pool(trunk.output), name=f"{backbone_name}_features")
+    extractor = keras.Model(image, pool(trunk.output), name=f"{backbone_name}_features")
+    extractor.feature_info = pretrained.feature_info  # The backbone's stages; the layers keep their names.
+    return extractor
 
 
-def set_mode(model: keras.Model, mode: str, *, trainable_from: str | None = None,
+def set_mode(model: keras.Model, mode: str, *, trainable_from: str | int | None = None,
              freeze_batchnorm: bool = True) -> keras.Model:
     """Freezes and unfreezes the layers of a model made by `build`; returns it.
 
@@ -171,7 +176,7 @@ def set_mode(model: keras.Model, mode: str, *, trainable_from: str | None = None
         )
     first_trained = {"head": len(backbone), "full": 0}.get(mode)
     if mode == "top":
-        first_trained = _stage_start(backbone, trainable_from or default_stage(model))
+        first_trained = _stage_start(model, default_stage(model) if trainable_from is None else trainable_from)
     for index, layer in enumerate(backbone):
         is_batchnorm = isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = index >= first_trained and not (freeze_batchnorm and is_batchnorm)
@@ -192,16 +197,25 @@ def backbone_layers(model: keras.Model) -> list:
 
 
 def stages(model: keras.Model) -> list[str]:
-    """The backbone's stage names, in order: the layer-name prefixes before the first "_"."""
-    return _stage_names(backbone_layers(model))
+    """The backbone's stages, in order: one per map of `model.feature_info`, as `features_only` draws them.
+
+    A stage is named by the layer-name prefix its layers start with where that
+    prefix starts exactly there (conv5, block5), else by its first layer
+    (ResNet v2's stride-32 stage starts inside conv4, at conv4_block6_preact_bn,
+    since keras.applications put each stack's stride in its last block).
+    """
+    return [name for name, _ in _stage_starts(model)]
 
 
 def default_stage(model: keras.Model) -> str:
     """The last backbone stage that holds a convolution: what mode="top" trains by default."""
-    convolutional = {
-        _stage_of(layer) for layer in backbone_layers(model) if isinstance(layer, keras.layers.Conv2D)
-    }
-    return [stage for stage in stages(model) if stage in convolutional][-1]
+    backbone = backbone_layers(model)
+    starts = _stage_starts(model)
+    ends = [start for _, start in starts[1:]] + [len(backbone)]
+    return [
+        name for (name, start), end in zip(starts, ends)
+        if any(isinstance(layer, keras.layers.Conv2D) for layer in backbone[start:end])
+    ][-1]
 
 
 def _backbone_name(backbone) -> str:
@@ -226,23 +240,62 @@ def _check_mode(mode, trainable_from):
         raise ValueError(f"trainable_from={trainable_from!r} only applies with mode='top' (got mode={mode!r}).")
 
 
-def _stage_start(backbone: list, stage: str) -> int:
-    """Index of the first backbone layer of `stage` (a prefix or a layer name)."""
+def _stage_start(model: keras.Model, stage) -> int:
+    """Index in `backbone_layers` where `stage` starts: a stage (name or index), a layer name or a name prefix."""
+    backbone, starts = backbone_layers(model), _stage_starts(model)
+    if isinstance(stage, int) and not isinstance(stage, bool) and 0 <= stage < len(starts):
+        return starts[stage][1]
+    named = dict(starts)
+    if stage in named:
+        return named[stage]
     for index, layer in enumerate(backbone):
         if layer.name == stage or layer.name.startswith(f"{stage}_"):
             return index
+    prefixes = dict.fromkeys(_prefix(layer.name) for layer in backbone)
     raise ValueError(
-        f"trainable_from={stage!r} is neither a stage nor a layer of this backbone. Its stages, "
-        f"in order: {', '.join(_stage_names(backbone))}; or give a layer name from model.summary()."
+        f"trainable_from={stage!r} is neither a stage nor a layer of this backbone. Its stages "
+        f"(model.feature_info), in order: {', '.join(named)}, or their indices 0-{len(starts) - 1}; a layer "
+        f"name from model.summary() or a name prefix works too: {', '.join(prefixes)}."
     )
 
 
-def _stage_of(layer) -> str:
-    return layer.name.split("_")[0]
+def _stage_starts(model: keras.Model) -> list[tuple[str, int]]:
+    """(name, index of its first layer in `backbone_layers`) per feature stage."""
+    backbone = backbone_layers(model)
+    index = {layer.name: i for i, layer in enumerate(backbone)}
+    starts = [0] + [index[layer] + 1 for layer in _feature_layers(model, index)[:-1]]
+    names = []
+    for start in starts:
+        prefix = _prefix(backbone[start].name)
+        first_with_prefix = next(i for i, layer in enumerate(backbone) if _prefix(layer.name) == prefix)
+        names.append(prefix if first_with_prefix == start and prefix not in names else backbone[start].name)
+    return list(zip(names, starts))
 
 
-def _stage_names(backbone: list) -> list[str]:
-    return list(dict.fromkeys(_stage_of(layer) for layer in backbone))
+def _feature_layers(model: keras.Model, index: dict[str, int]) -> list[str]:
+    """The backbone's stage-end layers: from `model.feature_info`, or, for a model loaded from a file
+    (Keras keeps no such attribute), from the catalog entry whose stage ends the backbone holds,
+    ending with its last layer (the deepest such entry: resnet101 over resnet50)."""
+    infos = getattr(model, "feature_info", None)
+    if infos:
+        return [info.layer for info in infos]
+    from kzoo import catalog
+
+    last = max(index.values())
+    candidates = [
+        entry["feature_layers"] for entry in catalog.load().values()
+        if all(layer in index for layer in entry["feature_layers"]) and index[entry["feature_layers"][-1]] == last
+    ]
+    if not candidates:
+        raise ValueError(
+            f"Model {model.name!r} has no feature_info and its backbone matches no kzoo model, so its "
+            "stages are unknown: give trainable_from as a layer name from model.summary()."
+        )
+    return max(candidates, key=lambda layers: [index[layer] for layer in layers])
+
+
+def _prefix(layer_name: str) -> str:
+    return layer_name.split("_")[0]
 
 
 def _preprocessing_mode(backbone_name: str, weights, preprocessing, input_shape):

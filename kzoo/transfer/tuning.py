@@ -20,7 +20,7 @@ def fine_tune(
     learning_rate: float = 1e-3,
     fine_tune_learning_rate: float | None = None,
     unfreeze: str = "top",
-    trainable_from: str | None = None,
+    trainable_from: str | int | None = None,
     freeze_batchnorm: bool = True,
     checkpoint_dir: str | None = None,
     **fit_kwargs,
