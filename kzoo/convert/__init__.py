@@ -1,83 +1,55 @@
-"""Checkpoint conversion: other frameworks' pretrained weights into kzoo models, checked as they move.
+"""Checkpoint conversion: PyTorch and safetensors weights into kzoo models, checked as they move.
 
-A converter is a key map and its hooks: which checkpoint tensors fill which
-Keras layer's weights, and how each is rearranged (PyTorch stores a conv
-kernel as (out, in, h, w), Keras as (h, w, in, out)). `port` does the moving
-for every family; a family's converter (a module here) only declares its
-map, as keras-hub's timm converters do with `port_weight`. The tensors come
-as plain arrays, read by a reader that executes nothing (safetensors, or
-`torch.load(weights_only=True)`).
+- `readers`: a checkpoint file as NumPy arrays, executing nothing.
+- `maps`: one converter per family, which tensor fills which Keras weight.
+- `port`: the moving, for every family, with every weight accounted for.
+
+`load_checkpoint` joins them; `kzoo.weights` calls it for `weights=` files
+and for published torchvision/timm weights (converted once, then cached).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+import os
 
-import numpy as np
-
-
-def torch_conv_kernel(tensor: np.ndarray) -> np.ndarray:
-    """A PyTorch conv kernel (out, in, height, width) as Keras' (height, width, in, out)."""
-    return np.transpose(tensor, (2, 3, 1, 0))
+from kzoo.convert.maps import CONVERTERS, Converter, after_flatten, layer_entries
+from kzoo.convert.port import port, torch_conv_kernel, torch_dense_kernel
+from kzoo.convert.readers import CHECKPOINT_SUFFIXES, CheckpointError, read_checkpoint
 
 
-def torch_dense_kernel(tensor: np.ndarray) -> np.ndarray:
-    """A PyTorch linear weight (out, in) as Keras' Dense kernel (in, out)."""
-    return np.transpose(tensor)
-
-
-Hook = Callable[[np.ndarray], np.ndarray]
-
-
-def port(model, tensors: Mapping[str, np.ndarray], key_map: Mapping[str, Sequence[str | tuple[str, Hook]]], *,
-         ignore: Sequence[str] = ("num_batches_tracked",)) -> None:
-    """Fills `model`'s layers from checkpoint tensors, every weight accounted for.
+def load_checkpoint(model, family: str, path) -> None:
+    """Fills a built kzoo model from a torchvision/timm-layout checkpoint file.
 
     Args:
-        model: The Keras model (built), e.g. `kzoo.resnet18()`.
-        tensors: Checkpoint key -> array.
-        key_map: Keras layer name -> one entry per `layer.weights`, in their
-            order: a checkpoint key, or `(key, hook)` where `hook` rearranges
-            the tensor (`torch_conv_kernel`, `torch_dense_kernel`; a dense
-            layer after a flatten also needs PyTorch's (C, H, W) order turned
-            into Keras' (H, W, C)).
-        ignore: Key suffixes that carry no weights (PyTorch's BatchNorm step counter).
+        model: The model, as its kzoo builder made it.
+        family: Its family name (`kzoo.model_info(name)["family"]`).
+        path: A `.pth`/`.pt`/`.bin` or `.safetensors` file.
 
     Raises:
-        ValueError: Naming the layer and key, when a key is missing from the
-            checkpoint, a layer is not in the model or gets the wrong number of
-            tensors, a shape does not fit after its hook, or checkpoint tensors
-            or layer weights are left over (a map that forgets one would
-            leave random weights behind). Nothing is changed then.
+        CheckpointError: For an unsafe, truncated or corrupt file.
+        ValueError: For a family without a converter, or a checkpoint that
+            does not fit (the message names the first offending key and layer).
     """
-    staged, used = [], set()
-    for layer_name, entries in key_map.items():
-        try:
-            layer = model.get_layer(layer_name)
-        except ValueError:
-            raise ValueError(f"The key map names layer {layer_name!r}, which {model.name} does not have.") from None
-        if len(entries) != len(layer.weights):
-            raise ValueError(f"Layer {layer_name!r} has {len(layer.weights)} weights ("
-                             f"{', '.join(w.path for w in layer.weights)}); the key map gives {len(entries)}.")
-        values = []
-        for entry, weight in zip(entries, layer.weights):
-            key, hook = entry if isinstance(entry, tuple) else (entry, None)
-            if key not in tensors:
-                raise ValueError(f"Checkpoint key {key!r} (for {weight.path}) is not in the checkpoint.")
-            value = np.asarray(tensors[key])
-            value = hook(value) if hook else value
-            if tuple(value.shape) != tuple(weight.shape):
-                raise ValueError(f"Checkpoint key {key!r} gives shape {tuple(value.shape)} for {weight.path}, "
-                                 f"which needs {tuple(weight.shape)}.")
-            values.append(value.astype(weight.dtype))
-            used.add(key)
-        staged.append((layer, values))
-    filled = {layer.name for layer, _ in staged}
-    missed = [layer.name for layer in model.layers if layer.weights and layer.name not in filled]
-    if missed:
-        raise ValueError(f"{len(missed)} layers with weights are not in the key map, e.g. {missed[:3]}.")
-    unused = sorted(key for key in set(tensors) - used if not key.endswith(tuple(ignore)))
-    if unused:
-        raise ValueError(f"{len(unused)} checkpoint tensors have no place in the key map, e.g. {unused[:3]}.")
-    for layer, values in staged:
-        layer.set_weights(values)
+    converter = CONVERTERS.get(family)
+    if converter is None:
+        raise ValueError(
+            f"{model.name} ({family}) has no converter for PyTorch checkpoints: kzoo converts "
+            f"{', '.join(sorted(CONVERTERS))} models. Pass a Keras weights file (.weights.h5, .keras) instead."
+        )
+    tensors = read_checkpoint(path)
+    key_map = converter.key_map(model)
+    used = {(entry[0] if isinstance(entry, tuple) else entry) for entries in key_map.values() for entry in entries}
+    dropped = [prefix for prefix in converter.optional if not any(key.startswith(prefix) for key in used)]
+    if not any(key.startswith(converter.head) for key in used):
+        dropped += converter.head
+    tensors = {key: value for key, value in tensors.items() if not key.startswith(tuple(dropped))}
+    try:
+        port(model, tensors, key_map)
+    except ValueError as error:
+        raise ValueError(f"The checkpoint {os.fspath(path)!r} does not fit {model.name}: {error}") from None
+
+
+__all__ = [
+    "CHECKPOINT_SUFFIXES", "CONVERTERS", "CheckpointError", "Converter", "after_flatten", "layer_entries",
+    "load_checkpoint", "port", "read_checkpoint", "torch_conv_kernel", "torch_dense_kernel",
+]

@@ -4,7 +4,9 @@ Every registered model is a public builder here (`kzoo.models.resnet50`, also
 `kzoo.resnet50`), made by `_builder.register_family` from its spec row.
 """
 
-from kzoo.models import alexnet as _alexnet, lenet as _lenet, resnet as _resnet, vgg as _vgg  # noqa: F401  (register)
+from kzoo.models import (  # noqa: F401  (register)
+    alexnet as _alexnet, googlenet as _googlenet, lenet as _lenet, resnet as _resnet, vgg as _vgg, zfnet as _zfnet,
+)
 from kzoo.models._registry import FeatureInfo, get_model, list_models, model_entry, model_info, register_model
 
 globals().update({name: model_entry(name).fn for name in list_models()})

@@ -5,6 +5,9 @@
   order, so its ImageNet weight files load as they are.
 - "basic" (resnet18/34) is torchvision's layout: no conv bias, symmetric
   padding, BN momentum 0.9 / epsilon 1e-5.
+- "torch_bottleneck" is torchvision's Bottleneck (ResNet v1.5: the stride on
+  the 3x3), for wide_resnet50_2/101_2 (inner width x2) and timm's
+  seresnet50/101/152 (squeeze-and-excitation after the last BN, before the add).
 - "cifar" (resnet20 ... resnet110) is the paper's CIFAR-10 network: 16-32-64
   filters, 3 stages of n basic blocks, parameter-free shortcuts (option A).
 """
@@ -28,6 +31,8 @@ class ResNetSpec:
     block: str
     blocks_per_stage: tuple[int, ...]
     doc: str
+    base_width: int = 64  # torchvision's width_per_group: a bottleneck's inner width is filters * base_width / 64.
+    squeeze_excite: bool = False
 
 
 RESNET_SPECS = {
@@ -42,6 +47,20 @@ RESNET_SPECS = {
                                "ResNet-101 v2 (pre-activation), as keras.applications.ResNet101V2; ImageNet weights."),
     "resnet152_v2": ResNetSpec("preact", (3, 8, 36, 3),
                                "ResNet-152 v2 (pre-activation), as keras.applications.ResNet152V2; ImageNet weights."),
+}
+WIDE_RESNET_SPECS = {
+    "wide_resnet50_2": ResNetSpec("torch_bottleneck", (3, 4, 6, 3), "Wide ResNet-50-2 (Zagoruyko & Komodakis "
+                                  "2016), torchvision layout: 68,883,240 parameters.", base_width=128),
+    "wide_resnet101_2": ResNetSpec("torch_bottleneck", (3, 4, 23, 3), "Wide ResNet-101-2, torchvision layout: "
+                                   "126,886,696 parameters.", base_width=128),
+}
+SE_RESNET_SPECS = {
+    "seresnet50": ResNetSpec("torch_bottleneck", (3, 4, 6, 3), "SE-ResNet-50 (Hu et al. 2018), timm layout: "
+                             "28,088,024 parameters.", squeeze_excite=True),
+    "seresnet101": ResNetSpec("torch_bottleneck", (3, 4, 23, 3), "SE-ResNet-101, timm layout: 49,326,872 "
+                              "parameters.", squeeze_excite=True),
+    "seresnet152": ResNetSpec("torch_bottleneck", (3, 8, 36, 3), "SE-ResNet-152, timm layout: 66,821,848 "
+                              "parameters.", squeeze_excite=True),
 }
 CIFAR_RESNET_SPECS = {
     "resnet20": ResNetSpec("cifar", (3, 3, 3), "ResNet-20 for CIFAR-10 (He et al. 2015): 0.27M parameters."),
@@ -77,7 +96,7 @@ def build_resnet(opts: _common.Options, spec: ResNetSpec) -> keras.Model:
 def _imagenet_trunk(x, spec: ResNetSpec):
     """7x7 stem, max pool, four stages; returns the last map and one per stride."""
     preact = spec.block == "preact"
-    torch_style = spec.block == "basic"
+    torch_style = spec.block in ("basic", "torch_bottleneck")
     x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
     x = layers.Conv2D(64, 7, strides=2, use_bias=not torch_style, name="conv1_conv")(x)
     if not preact:
@@ -99,10 +118,7 @@ def _imagenet_trunk(x, spec: ResNetSpec):
         else:
             for block in range(1, blocks + 1):
                 stride = 2 if block == 1 and index > 0 else 1
-                if torch_style:
-                    x = _basic_block(x, filters, stride, f"{stage}_block{block}")
-                else:
-                    x = _bottleneck(x, filters, stride, block == 1, f"{stage}_block{block}")
+                x = _BLOCKS[spec.block](x, filters, stride, f"{stage}_block{block}", spec)
             stages.append(x)
     if preact:
         x = layers.BatchNormalization(**_KERAS_BN, name="post_bn")(x)
@@ -125,9 +141,9 @@ def _cifar_trunk(x, blocks_per_stage):
     return x, stages
 
 
-def _bottleneck(x, filters, stride, first, name):
+def _bottleneck(x, filters, stride, name, spec=None):
     """keras.applications' residual_block_v1: 1x1 (strided), 3x3, 1x1 x4, post-add ReLU."""
-    if first:
+    if stride != 1 or x.shape[-1] != 4 * filters:
         shortcut = layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(x)
         shortcut = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_0_bn")(shortcut)
     else:
@@ -165,7 +181,7 @@ def _preact_bottleneck(x, filters, stride, first, name):
     return layers.Add(name=f"{name}_out")([shortcut, x])
 
 
-def _basic_block(x, filters, stride, name, zero_pad_shortcut=False):
+def _basic_block(x, filters, stride, name, spec=None, zero_pad_shortcut=False):
     """torchvision's BasicBlock: two 3x3 convs; projection (or zero-pad) shortcut on a shape change."""
     if stride == 1 and x.shape[-1] == filters:
         shortcut = x
@@ -190,6 +206,43 @@ def _basic_block(x, filters, stride, name, zero_pad_shortcut=False):
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
+def _torch_bottleneck(x, filters, stride, name, spec):
+    """torchvision's Bottleneck (stride on the 3x3, no conv bias), wide by `base_width`, with timm's SE if asked."""
+    width, out = filters * spec.base_width // 64, 4 * filters
+    if stride != 1 or x.shape[-1] != out:
+        shortcut = layers.Conv2D(out, 1, strides=stride, use_bias=False, name=f"{name}_0_conv")(x)
+        shortcut = layers.BatchNormalization(**_TORCH_BN, name=f"{name}_0_bn")(shortcut)
+    else:
+        shortcut = x
+    x = layers.Conv2D(width, 1, use_bias=False, name=f"{name}_1_conv")(x)
+    x = layers.BatchNormalization(**_TORCH_BN, name=f"{name}_1_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_1_relu")(x)
+    x = _conv3x3(x, width, stride, f"{name}_2")
+    x = layers.BatchNormalization(**_TORCH_BN, name=f"{name}_2_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_2_relu")(x)
+    x = layers.Conv2D(out, 1, use_bias=False, name=f"{name}_3_conv")(x)
+    x = layers.BatchNormalization(**_TORCH_BN, name=f"{name}_3_bn")(x)
+    if spec.squeeze_excite:
+        x = _squeeze_excite(x, name)
+    x = layers.Add(name=f"{name}_add")([shortcut, x])
+    return layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def _squeeze_excite(x, name, reduction=16, divisor=8):
+    """timm's SEModule: global mean, 1x1 conv down (channels / 16, a multiple of 8), ReLU, 1x1 conv up, sigmoid gate."""
+    channels = x.shape[-1]
+    reduced = max(divisor, int(channels / reduction + divisor / 2) // divisor * divisor)
+    if reduced < 0.9 * channels / reduction:
+        reduced += divisor
+    gate = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_pool")(x)
+    gate = layers.Conv2D(reduced, 1, activation="relu", name=f"{name}_se_fc1")(gate)
+    gate = layers.Conv2D(channels, 1, activation="sigmoid", name=f"{name}_se_fc2")(gate)
+    return layers.Multiply(name=f"{name}_se_scale")([x, gate])
+
+
+_BLOCKS = {"basic": _basic_block, "bottleneck": _bottleneck, "torch_bottleneck": _torch_bottleneck}
+
+
 def _conv3x3(x, filters, stride, name):
     """3x3 conv without bias and with torch's symmetric 1-pixel padding."""
     if stride == 1:
@@ -205,5 +258,13 @@ IMAGENET_RESNET = Family("resnet", build_resnet, paper=(
 CIFAR_RESNET = Family("resnet_cifar", build_resnet, paper=(
     "He et al. 2015, Deep Residual Learning for Image Recognition, section 4.2 (CIFAR-10)"),
     default_input=(32, 32, 3), min_size=4, stage_strides=(1, 2, 4), default_classes=10)
+WIDE_RESNET = Family("wide_resnet", build_resnet, paper=(
+    "Zagoruyko & Komodakis 2016, Wide Residual Networks (torchvision's ImageNet layout)"),
+    default_input=(224, 224, 3), min_size=32, stage_strides=(2, 4, 8, 16, 32))
+SE_RESNET = Family("seresnet", build_resnet, paper=(
+    "Hu et al. 2018, Squeeze-and-Excitation Networks (timm's SE-ResNet layout)"),
+    default_input=(224, 224, 3), min_size=32, stage_strides=(2, 4, 8, 16, 32))
 globals().update(register_family(IMAGENET_RESNET, RESNET_SPECS))
+globals().update(register_family(WIDE_RESNET, WIDE_RESNET_SPECS))
+globals().update(register_family(SE_RESNET, SE_RESNET_SPECS))
 globals().update(register_family(CIFAR_RESNET, CIFAR_RESNET_SPECS))

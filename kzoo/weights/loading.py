@@ -7,6 +7,7 @@ file already cached there (or copied there by hand) is used offline.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import zipfile
@@ -16,7 +17,11 @@ import keras
 
 from kzoo.weights.records import WeightsFile, default_tag, get_record
 
-_WEIGHT_SUFFIXES = (".weights.h5", ".keras", ".h5", ".hdf5")
+_KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5", ".hdf5")
+# PyTorch and safetensors checkpoints, converted by `kzoo.convert` (kept here so that checking the
+# argument needs no import of the converter).
+_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+_WEIGHT_SUFFIXES = _KERAS_SUFFIXES + _CHECKPOINT_SUFFIXES
 
 
 def looks_like_path(weights: str) -> bool:
@@ -54,7 +59,8 @@ def check_weights_argument(
     if not isinstance(weights, (str, os.PathLike)):
         raise ValueError(
             f"weights={weights!r} must be None, a tag such as 'imagenet', or the path "
-            "to a weights file (.weights.h5, .keras, or a legacy .h5)."
+            "to a weights file (.weights.h5, .keras, a legacy .h5, or a PyTorch .pth/.pt/.bin or "
+            ".safetensors checkpoint)."
         )
     weights = os.fspath(weights)
     if weights == "default":  # As torchvision's weights="DEFAULT": the model's first published weights.
@@ -68,7 +74,8 @@ def check_weights_argument(
         if not weights.endswith(_WEIGHT_SUFFIXES):
             raise ValueError(
                 f"weights={weights!r}: unsupported file type; kzoo reads .weights.h5, "
-                ".keras and legacy .h5/.hdf5 files."
+                ".keras and legacy .h5/.hdf5 files, and PyTorch (.pth, .pt, .bin) and .safetensors "
+                "checkpoints in torchvision's or timm's layout."
             )
         return weights
     record = get_record(model_name, weights)
@@ -120,12 +127,12 @@ def fetch(file: WeightsFile, *, cache_dir: str | None = None) -> str:
     root = cache_dir or os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     cache_path = os.path.join(root, "models", file.file_name)
     try:
-        return keras.utils.get_file(
+        path = keras.utils.get_file(
             file.file_name,
             file.url,
             cache_dir=root,
             cache_subdir="models",
-            file_hash=file.file_hash,
+            file_hash=file.file_hash or None,
         )
     except Exception as error:  # get_file raises bare Exception on network errors.
         reason = str(error).split(" -- ")[-1].strip()  # Keras' message repeats the URL before " -- ".
@@ -134,7 +141,21 @@ def fetch(file: WeightsFile, *, cache_dir: str | None = None) -> str:
             f"({reason}). Download {file.url} elsewhere and copy it there (its hash is "
             "checked), or pass weights=PATH to a weights file."
         )
+    else:
+        if file.sha256 is None or _sha256(path).startswith(file.sha256):
+            return path
+        os.remove(path)
+        message = (f"{path}: its sha256 does not start with {file.sha256}, as {file.url} published it, "
+                   "so it was removed. Download it again.")
     raise WeightsUnavailableError(message)  # Outside `except`: Keras' traceback adds nothing.
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load_weights(model: keras.Model, model_name: str, weights: str | None, *, include_top: bool):
@@ -156,7 +177,16 @@ def load_weights(model: keras.Model, model_name: str, weights: str | None, *, in
     if looks_like_path(weights):
         path = weights
     else:
-        path = fetch(get_record(model_name, weights).file(include_top))
+        record = get_record(model_name, weights)
+        path = fetch(record.file(include_top))
+        if record.format != "keras-h5":
+            path = _converted(model, model_name, path, include_top)
+    if path.endswith(_CHECKPOINT_SUFFIXES):
+        from kzoo import convert
+        from kzoo.models import model_entry
+
+        convert.load_checkpoint(model, model_entry(model_name).family.name, path)
+        return
     if path.endswith((".h5", ".hdf5")) and not path.endswith(".weights.h5"):
         _check_legacy_h5_fits(model, path)
     try:
@@ -175,6 +205,20 @@ def load_weights(model: keras.Model, model_name: str, weights: str | None, *, in
             f"Check that the file was saved from {model_name} with the same "
             f"include_top, num_classes and input channels. Keras said: {keras_said}"
         ) from error
+
+
+def _converted(model: keras.Model, model_name: str, checkpoint: str, include_top: bool) -> str:
+    """The Keras weights file converted from a published checkpoint, made once beside it in the cache."""
+    stem = os.path.splitext(checkpoint)[0]
+    converted = f"{stem}.kzoo{'' if include_top else '_notop'}.weights.h5"
+    if not os.path.exists(converted):
+        from kzoo import convert
+        from kzoo._io import atomic_write
+        from kzoo.models import model_entry
+
+        convert.load_checkpoint(model, model_entry(model_name).family.name, checkpoint)
+        atomic_write(converted, model.save_weights, suffix=".weights.h5")
+    return converted
 
 
 def _check_legacy_h5_fits(model: keras.Model, path: str):
