@@ -25,7 +25,7 @@ def build() -> dict[str, dict]:
 
     Each entry is `kzoo.model_info(name)` (lists for tuples) with `weights`
     expanded to `{tag: {preprocessing, input_size, categories, top1, top5, accuracy_source, source,
-    format}}`.
+    format, licence}}`.
     """
     from kzoo import weights
     from kzoo.models import list_models, model_info
@@ -36,7 +36,7 @@ def build() -> dict[str, dict]:
         info["weights"] = {
             tag: {key: getattr(record, key)
                   for key in ("preprocessing", "input_size", "categories", "top1", "top5", "accuracy_source",
-                              "source", "format")}
+                              "source", "format", "licence")}
             for tag in info["weights"]
             for record in [weights.get_record(name, tag)]
         }

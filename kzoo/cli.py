@@ -4,6 +4,7 @@
     kzoo info NAME [--summary]
     kzoo export MODEL.keras --mode int8 --calibration DATASET --out PATH [--verify DATASET]
     kzoo verify MODEL.tflite --data DATASET [--reference MODEL.keras]
+    kzoo convert CHECKPOINT --model NAME [--out PATH.weights.h5]
 
 `list` and `info` read `kzoo/catalog.json` and start at once; the others
 import TensorFlow, whose start-up lines are hidden unless `--verbose`.
@@ -35,7 +36,8 @@ EXIT_STATUSES = {
     EXIT_NOT_FOUND: "no such model, no model matches the pattern, or no such file",
     EXIT_EXISTS: "the output file exists; --overwrite replaces it",
     EXIT_UNAVAILABLE: "a dataset or weights file is neither on disk nor downloadable",
-    EXIT_CHECK_FAILED: "the .tflite failed its check against the Keras model, or the converter failed; nothing was written",
+    EXIT_CHECK_FAILED: ("the .tflite failed its check against the Keras model, the checkpoint does not fit the model "
+                        "or cannot be read safely, or a converter failed; nothing was written"),
 }
 
 DATASET_HELP = ('a kzoo.data name ("digits", "mnist", any TFDS name) or a folder with one sub-folder '
@@ -81,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify_parser.add_argument("--data", required=True, metavar="DATASET", help="its test split is used")
     verify_parser.add_argument("--reference", metavar="MODEL.keras", help="the .keras model to compare with")
     verify_parser.add_argument("--max-samples", type=int, default=None, metavar="N", help="stop after N images")
+    convert_parser = commands.add_parser(
+        "convert", help="convert a torchvision/timm checkpoint (.pth, .pt, .bin, .safetensors) to a .weights.h5 once")
+    convert_parser.add_argument("checkpoint", help="the downloaded checkpoint, e.g. resnet18-f37072fd.pth")
+    convert_parser.add_argument("--model", required=True, help="the kzoo model it is for, e.g. resnet18")
+    convert_parser.add_argument("--out", help="output .weights.h5 path (default: beside the checkpoint)")
+    convert_parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     return parser
 
 
@@ -113,22 +121,57 @@ def _run_with_tensorflow(args) -> int:
 
 
 def _run_and_classify(args) -> int:
+    from kzoo.convert import CheckpointError
     from kzoo.data import DatasetUnavailableError
     from kzoo.export import ExportError
     from kzoo.weights import WeightsUnavailableError
 
     try:
-        return _export(args) if args.command == "export" else _verify(args)
+        return {"export": _export, "verify": _verify, "convert": _convert}[args.command](args)
     except FileNotFoundError as error:
         raise CommandError(str(error), EXIT_NOT_FOUND) from None
     except FileExistsError as error:
         raise CommandError(_in_flags(str(error)), EXIT_EXISTS) from None
+    except CheckpointError as error:
+        raise CommandError(str(error), EXIT_CHECK_FAILED) from None
     except (DatasetUnavailableError, WeightsUnavailableError) as error:
         raise CommandError(str(error), EXIT_UNAVAILABLE) from None
     except ExportError as error:
         raise CommandError(_in_flags(str(error)), EXIT_CHECK_FAILED) from None
     except ValueError as error:  # Data that does not fit the model, and other bad values.
         raise CommandError(_in_flags(str(error)), EXIT_USAGE) from None
+
+
+def _convert(args) -> int:
+    from kzoo import convert
+    from kzoo._io import atomic_write
+    from kzoo.models import get_model
+
+    if args.model not in catalog.load():
+        close = difflib.get_close_matches(args.model, list(catalog.load()), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise CommandError(f"--model {args.model}: no such model.{hint} `kzoo list` shows them all.", EXIT_NOT_FOUND)
+    if not os.path.isfile(args.checkpoint):
+        raise CommandError(f"{args.checkpoint}: no such file.", EXIT_NOT_FOUND)
+    if not args.checkpoint.endswith(convert.CHECKPOINT_SUFFIXES):
+        raise CommandError(f"{args.checkpoint}: not a checkpoint kzoo converts; give a "
+                           f"{', '.join(convert.CHECKPOINT_SUFFIXES)} file.", EXIT_USAGE)
+    out = args.out or f"{os.path.splitext(args.checkpoint)[0]}.weights.h5"
+    if not out.endswith(".weights.h5"):
+        raise CommandError(f"--out {out}: Keras weights files end in .weights.h5.", EXIT_USAGE)
+    if os.path.exists(out) and not args.overwrite:
+        raise CommandError(f"{out} exists; --overwrite replaces it.", EXIT_EXISTS)
+    model = get_model(args.model)
+    try:
+        convert.load_checkpoint(model, catalog.load()[args.model]["family"], args.checkpoint)
+    except ValueError as error:
+        if isinstance(error, convert.CheckpointError):
+            raise
+        raise CommandError(str(error), EXIT_CHECK_FAILED) from None
+    atomic_write(out, model.save_weights, suffix=".weights.h5")
+    print(f"wrote {out}: {args.model} weights from {args.checkpoint}; load them with "
+          f"kzoo.{args.model}(weights={out!r})")
+    return 0
 
 
 def _in_flags(message: str) -> str:
@@ -171,15 +214,17 @@ def _shape(shape) -> str:
 def markdown_table(entries: dict[str, dict]) -> str:
     """The model table of the README, from catalog entries (`kzoo.catalog.load()`)."""
     rows = [
-        "| model | family | parameters | GMACs | GFLOPs | default input | ImageNet weights |",
+        "| model | family | parameters | GMACs | GFLOPs | default input | ImageNet weights (source, top-1) |",
         "|---|---|---:|---:|---:|---|---|",
     ]
     by_family = sorted(entries.items(), key=lambda item: item[1]["family"])  # stable: list order within a family
     for name, entry in by_family:
+        imagenet = entry["weights"].get("imagenet")
+        weights = f"{imagenet['source']}, top-1 {imagenet['top1']}%" if imagenet else "-"
         rows.append(
             f"| `{name}` | {entry['family']} | {entry['params']:,} | {entry['macs'] / 1e9:.4g} | "
             f"{entry['flops'] / 1e9:.4g} | {_shape(entry['default_input'])} | "
-            f"{'yes' if 'imagenet' in entry['weights'] else 'no'} |"
+            f"{weights} |"
         )
     return "\n".join(rows)
 
@@ -226,6 +271,8 @@ def describe(entry: dict) -> str:
         lines.append(("", f"preprocessing: kzoo.preprocess_input(x, {entry['name']!r}) ({record['preprocessing']} "
                           f"mode) on {record['input_size']}x{record['input_size']} RGB 0-255 images; "
                           f"labels: {record['categories']}"))
+        lines.append(("", f"file: {record['format']}, licence: {record['licence']}"
+                          + ("; converted to .weights.h5 on first use" if record["format"] != "keras-h5" else "")))
     return "\n".join(f"{key:17} {value}" for key, value in lines)
 
 

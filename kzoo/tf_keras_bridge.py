@@ -9,6 +9,7 @@ config formats, hence this module (tensorflow/model-optimization#1119).
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 # Config keys that only one of the two Keras versions knows, with the value
@@ -137,6 +138,8 @@ class _Rebuild:
         class_name = type(layer).__name__
         twin_class = getattr(self.target.layers, class_name, None)
         builtin = type(layer).__module__.startswith(_builtin_module(self.source))
+        if _kzoo_twin(self.target, layer) is not None:
+            twin_class, builtin = _kzoo_twin(self.target, layer), True
         if twin_class is None or not builtin or not isinstance(layer, self.source.layers.Layer):
             raise UntranslatableLayerError(
                 f"Layer {layer.name!r} ({type(layer).__module__}.{class_name}) has no twin in "
@@ -164,6 +167,40 @@ class _Rebuild:
                 f"{[tuple(w.shape) for w in weights]}, its twin {twin_shapes}."
             )
         twin.set_weights(weights)
+
+
+def _kzoo_twin(target, layer):
+    """The other side's class for one of kzoo's own layers (`kzoo.layers`), or None."""
+    if type(layer).__name__ != "LocalResponseNormalization" or not type(layer).__module__.startswith("kzoo."):
+        return None
+    if target.__name__ == "tf_keras":
+        return _tf_keras_local_response_normalization()
+    from kzoo.layers import LocalResponseNormalization
+
+    return LocalResponseNormalization
+
+
+@functools.lru_cache(maxsize=None)
+def _tf_keras_local_response_normalization():
+    """`kzoo.layers.LocalResponseNormalization` for tf_keras (and so TFMOT): TensorFlow's own op, same formula."""
+    import tensorflow as tf
+    import tf_keras
+
+    @tf_keras.utils.register_keras_serializable(package="kzoo")
+    class LocalResponseNormalization(tf_keras.layers.Layer):
+        def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, **kwargs):
+            super().__init__(**kwargs)
+            self.depth_radius, self.bias, self.alpha, self.beta = depth_radius, bias, alpha, beta
+
+        def call(self, inputs):
+            return tf.nn.local_response_normalization(inputs, self.depth_radius, self.bias, self.alpha, self.beta)
+
+        def get_config(self):
+            return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias,
+                    "alpha": self.alpha, "beta": self.beta}
+
+    LocalResponseNormalization.__module__ = "kzoo.tf_keras_bridge"
+    return LocalResponseNormalization
 
 
 def _builtin_module(keras_module) -> str:

@@ -1,17 +1,20 @@
 """The builders: every registered model builds, runs, saves; the published sizes hold."""
 
+import inspect
 import math
 
 import keras
 import numpy as np
 import pytest
-from conftest import images, registry_params
+from conftest import assert_close, images, registry_params
 
 import kzoo
 from kzoo.models import _registry
 
 ALL_MODELS = registry_params()
-LINEAR_MODELS = registry_params(kzoo.list_models("lenet*") + kzoo.list_models("alexnet") + kzoo.list_models("vgg*"))
+# The families that can build a keras.Sequential (their builders take sequential=).
+LINEAR_MODELS = registry_params([name for name in kzoo.list_models()
+                                 if "sequential" in inspect.signature(_registry.model_entry(name).fn).parameters])
 
 
 def trainable_params(model):
@@ -51,7 +54,7 @@ def test_features_only_returns_one_map_per_stage_at_the_stated_stride(name):
     maps = model(images(shape, batch=1))
     strides = entry.family.stage_strides
     assert len(maps) == len(strides)
-    if name != "alexnet":  # AlexNet's valid 11x11 and 3x3 pools round down.
+    if name not in ("alexnet", "zfnet"):  # Their valid strided convolutions and pools round down.
         assert [size // m.shape[1] for m in maps] == list(strides)
     assert kzoo.model_info(name)["feature_strides"] == strides
     # feature_info describes each map: the layer that gives it, its channels and stride.
@@ -86,7 +89,17 @@ EXPECTED_PARAMS = {
     "resnet152_v2": ("total", 60_380_648),
     "resnet20": ("trainable", 269_722), "resnet32": ("trainable", 464_154), "resnet44": ("trainable", 658_586),
     "resnet56": ("trainable", 853_018), "resnet110": ("trainable", 1_727_962),
+    # torchvision's and timm's counts (BatchNorm statistics are buffers there, not parameters).
+    "googlenet": ("trainable", 6_624_904),
+    "zfnet": ("trainable", 62_357_608),
+    "wide_resnet50_2": ("trainable", 68_883_240), "wide_resnet101_2": ("trainable", 126_886_696),
+    "seresnet50": ("trainable", 28_088_024), "seresnet101": ("trainable", 49_326_872),
+    "seresnet152": ("trainable", 66_821_848),
 }
+
+
+def test_the_registry_is_the_counts_table():
+    assert sorted(kzoo.list_models()) == sorted(EXPECTED_PARAMS)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -95,6 +108,15 @@ def test_parameter_count_matches_the_reference(name):
     counted, expected = EXPECTED_PARAMS[name]
     model = kzoo.get_model(name)
     assert (trainable_params(model) if counted == "trainable" else model.count_params()) == expected
+
+
+def test_googlenet_aux_logits_adds_two_auxiliary_classifiers():
+    model = kzoo.googlenet(aux_logits=True, num_classes=10, input_shape=(96, 96, 3))
+    assert [output.shape for output in model.outputs] == [(None, 10)] * 3
+    full = kzoo.googlenet(aux_logits=True)
+    assert trainable_params(full) == 13_004_888  # torchvision's count with both auxiliary heads.
+    with pytest.raises(ValueError, match="aux_logits=True needs include_top=True"):
+        kzoo.googlenet(aux_logits=True, include_top=False)
 
 
 def test_resnet20_has_the_papers_027m_parameters():
@@ -202,3 +224,23 @@ def test_builders_show_their_arguments():
 def test_bad_builder_arguments_get_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         kzoo.lenet5(**kwargs)
+
+
+def test_zfnet_normalisation_is_tensorflows_and_survives_keras_tf_keras_and_tflite(tmp_path):
+    import tensorflow as tf
+
+    from kzoo import compress, export
+    from kzoo.layers import LocalResponseNormalization
+
+    x = images((5, 5, 16)) * 4.0
+    expected = tf.nn.local_response_normalization(x, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75)
+    assert_close(LocalResponseNormalization()(x), expected)
+    shape = (63, 63, 3)
+    model = kzoo.zfnet(input_shape=shape, num_classes=5)
+    assert isinstance(model.get_layer("norm1"), LocalResponseNormalization)
+    batch = images(shape, batch=4)
+    model.save(tmp_path / "zfnet.keras")
+    assert_close(keras.saving.load_model(tmp_path / "zfnet.keras")(batch), model(batch))
+    assert_close(compress.to_keras(compress.to_tf_keras(model))(batch), model(batch))
+    report = export.to_tflite(model, str(tmp_path / "zfnet.tflite"), verify_data=(batch, np.arange(4)))
+    assert report["agreement"] == 1.0 and report["max_abs_diff"] <= 1e-4 * float(np.abs(model(batch)).max())

@@ -13,7 +13,6 @@ def test_list_models_filters_with_shell_wildcards_in_natural_order():
     assert kzoo.list_models("resnet*_v2") == ["resnet50_v2", "resnet101_v2", "resnet152_v2"]
     assert kzoo.list_models("*_bn") == ["vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
     assert kzoo.list_models("nothing*") == []
-    assert len(kzoo.list_models()) == 23
 
 
 def test_every_registered_model_is_exported_from_kzoo():

@@ -70,18 +70,21 @@ def test_each_mode_trains_what_it_promises(resnet20_file, mode, freeze_batchnorm
 @pytest.mark.parametrize("name", registry_params())
 def test_every_registry_backbone_gives_one_flat_model(name):
     entry = kzoo.models._registry.model_entry(name)
-    shape = entry.default_input if entry.family.name in ("lenet", "resnet_cifar") else (
-        (63, 63, 3) if name == "alexnet" else CIFAR)
+    shape = entry.small_input
     model = transfer.build(name, 3, weights=None, input_shape=shape, mode="top", head_units=(16,))
     assert not any(isinstance(layer, keras.Model) for layer in model.layers)
     assert model.output.shape == (None, 3)
     stage = transfer.default_stage(model)
     assert stage in transfer.stages(model)
     assert len(transfer.stages(model)) == len(model.feature_info) == len(entry.fn(weights=None).feature_info)
-    # The trained layers are the backbone's from the start of the last feature stage on (BN frozen).
+    # The trained layers are the backbone's from the start of the default stage on (BN frozen): the
+    # last feature stage that holds a convolution (ZFNet's stride-32 stage is only its last pool).
     backbone = transfer.backbone_layers(model)
-    start = [layer.name for layer in backbone].index(model.feature_info[-2].layer) + 1
-    assert transfer.stages(model)[-1] in (backbone[start].name, backbone[start].name.split("_")[0])
+    index = transfer.stages(model).index(stage)
+    start = [layer.name for layer in backbone].index(model.feature_info[index - 1].layer) + 1 if index else 0
+    assert stage in (backbone[start].name, backbone[start].name.split("_")[0])
+    end = [layer.name for layer in backbone].index(model.feature_info[index].layer) + 1
+    assert not any(isinstance(layer, keras.layers.Conv2D) for layer in backbone[end:])
     trained = [layer.name for layer in backbone if layer.trainable]
     assert trained and trained == [layer.name for layer in backbone[start:]
                                    if not isinstance(layer, keras.layers.BatchNormalization)]

@@ -1,13 +1,17 @@
 """Weights: keras.applications parity, the ImageNet cache, every error path, pre/post-processing."""
 
 import dataclasses
+import hashlib
 import json
 import os
 
 import keras
 import numpy as np
 import pytest
-from conftest import KERAS_APPLICATIONS, SHAPE, assert_close, images, md5, reference_file, registry_params, with_hash
+from conftest import (
+    KERAS_APPLICATIONS, SHAPE, assert_close, images, md5, reference_file, registry_params, torchvision_resnet_state,
+    with_hash, write_torch_checkpoint,
+)
 
 import kzoo
 from kzoo import weights as weights_lib
@@ -142,7 +146,7 @@ def test_weights_h5_of_another_head_names_the_layer_that_does_not_fit(tmp_path):
     "build, message",
     [
         (lambda: kzoo.vgg16(weights="imagenet21k"), r"Unknown weights 'imagenet21k' for vgg16\. Available for vgg16: 'imagenet'"),
-        (lambda: kzoo.resnet18(weights="imagenet"), r"resnet18 has no pretrained weights; models that have: .*resnet50"),
+        (lambda: kzoo.resnet20(weights="imagenet"), r"resnet20 has no pretrained weights; models that have: .*resnet50"),
         (lambda: kzoo.resnet50(weights="imagenet", num_classes=10), r"1000-class classifier, but num_classes=10"),
         (lambda: kzoo.vgg16(weights="imagenet", input_shape=(64, 64, 3)), r"needs input_shape=\(224, 224, 3\)"),
         (lambda: kzoo.resnet50(weights="imagenet", include_top=False, input_shape=(64, 64, 1)), r"need 3 input channels"),
@@ -196,11 +200,79 @@ def test_decode_predictions_uses_the_cached_class_index(keras_home, monkeypatch)
 def test_every_record_is_complete_and_names_a_registered_model():
     for (model, tag), record in weights_lib.RECORDS.items():
         assert model in kzoo.list_models() and tag == record.tag == "imagenet"
-        assert record.preprocessing in weights_lib.PREPROCESSING and record.format == "keras-h5"
-        assert record.source == "keras.applications" and record.accuracy_source.startswith("https://")
+        assert record.preprocessing in weights_lib.PREPROCESSING
+        assert record.accuracy_source.startswith("https://") and record.licence
         assert weights_lib.default_tag(model) == weights_lib.available_weights(model)[0]
         for file in (record.top, record.no_top):
-            assert file.url.endswith("/" + file.file_name)
-            assert len(file.file_hash) == 32 and int(file.file_hash, 16) >= 0
-        assert 60 < record.top1 < record.top5 < 100
+            assert file.url.endswith("/" + file.file_name) or file.url.endswith("/model.safetensors")
+            if record.format == "keras-h5":  # keras.applications publishes md5s.
+                assert record.source == "keras.applications"
+                assert len(file.file_hash) == 32 and int(file.file_hash, 16) >= 0
+            elif record.format == "torch":  # torchvision's file names carry their sha256's first 8 hex digits.
+                assert record.source == "torchvision" and file.file_name.endswith(f"-{file.sha256}.pth")
+                assert len(file.sha256) == 8 and int(file.sha256, 16) >= 0
+            else:
+                assert record.format == "safetensors" and record.source.startswith("timm")
+        assert 50 < record.top1 < record.top5 < 100
         assert record.categories in weights_lib.CATEGORIES
+
+
+def test_every_imagenet_model_of_the_chart_has_weights():
+    published = {model for model, _ in weights_lib.RECORDS}
+    assert published == {
+        "alexnet", "googlenet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
+        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet50_v2", "resnet101_v2",
+        "resnet152_v2", "wide_resnet50_2", "wide_resnet101_2", "seresnet50",
+    }
+    assert weights_lib.get_record("googlenet").preprocessing == "tf"  # torchvision's transform_input: 2x - 1.
+    assert weights_lib.get_record("resnet18").preprocessing == "torch"
+
+
+def _cached_torchvision_resnet18(keras_home, monkeypatch, shape):
+    record = weights_lib.get_record("resnet18")
+    os.makedirs(os.path.join(keras_home, "models"), exist_ok=True)
+    path = os.path.join(keras_home, "models", record.top.file_name)
+    state = torchvision_resnet_state(kzoo.resnet18(input_shape=shape))
+    write_torch_checkpoint(path, state)
+    prefix = hashlib.sha256(open(path, "rb").read()).hexdigest()[:8]
+    file = dataclasses.replace(record.top, sha256=prefix)
+    monkeypatch.setitem(weights_lib.RECORDS, ("resnet18", "imagenet"), dataclasses.replace(record, top=file, no_top=file))
+    return path, state
+
+
+def test_torchvision_weights_are_converted_once_and_cached_beside_the_download(keras_home, monkeypatch):
+    from kzoo import convert
+
+    shape = (64, 64, 3)
+    path, state = _cached_torchvision_resnet18(keras_home, monkeypatch, shape)
+    model = kzoo.resnet18(weights="imagenet", input_shape=shape)
+    np.testing.assert_array_equal(model.get_layer("predictions").kernel.numpy(), state["fc.weight"].T)
+    converted = [name for name in os.listdir(os.path.dirname(path)) if name.startswith("resnet18-") and
+                 name.endswith(".weights.h5")]
+    assert len(converted) == 1 and ".kzoo-" in converted[0]
+
+    def no_second_conversion(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(convert, "load_checkpoint", no_second_conversion)
+    again = kzoo.resnet18(weights="imagenet", input_shape=shape)
+    x = images(shape)
+    assert_close(again(x), model(x))
+    backbone_path_count = len(os.listdir(os.path.dirname(path)))
+    monkeypatch.undo()
+    _cached_torchvision_resnet18(keras_home, monkeypatch, shape)
+    kzoo.resnet18(weights="imagenet", include_top=False, input_shape=shape)  # Its own converted file.
+    assert len(os.listdir(os.path.dirname(path))) == backbone_path_count + 1
+    for name in os.listdir(os.path.dirname(path)):
+        if name.startswith("resnet18-"):
+            os.remove(os.path.join(os.path.dirname(path), name))
+
+
+def test_a_download_whose_sha256_prefix_differs_is_removed(keras_home, monkeypatch):
+    path, _ = _cached_torchvision_resnet18(keras_home, monkeypatch, (64, 64, 3))
+    record = weights_lib.get_record("resnet18")
+    wrong = dataclasses.replace(record.top, sha256="00000000")
+    monkeypatch.setitem(weights_lib.RECORDS, ("resnet18", "imagenet"), dataclasses.replace(record, top=wrong))
+    with pytest.raises(weights_lib.WeightsUnavailableError, match="sha256 does not start with 00000000"):
+        kzoo.resnet18(weights="imagenet", input_shape=(64, 64, 3))
+    assert not os.path.exists(path)

@@ -58,11 +58,14 @@ class _Tensor:
         needed = self.offset + 1 + sum((n - 1) * s for n, s in zip(self.size, self.stride))
         if needed > data.size:
             raise CheckpointError(f"a tensor of shape {self.size} reaches past its storage ({data.size} elements).")
-        array = np.lib.stride_tricks.as_strided(
-            data[self.offset:], shape=self.size, strides=tuple(s * data.itemsize for s in self.stride),
-            writeable=False,
-        )
-        array = np.array(array, copy=True)
+        if self.size:
+            array = np.lib.stride_tricks.as_strided(
+                data[self.offset:], shape=self.size, strides=tuple(s * data.itemsize for s in self.stride),
+                writeable=False,
+            )
+        else:  # A scalar, such as BatchNorm's num_batches_tracked.
+            array = data[self.offset]
+        array = np.array(array, dtype=data.dtype.newbyteorder("="))
         if self.storage.dtype is np.uint16:  # bfloat16: the top half of a float32.
             array = (array.astype(np.uint32) << 16).view(np.float32)
         return array

@@ -123,7 +123,8 @@ def resolve_options(
 # {placeholders} are filled from the family and the model.
 ARGUMENT_DOCS = {
     "include_top": "End in the classifier (with `num_classes` outputs).",
-    "weights": "None (random), {weights}or the path to a weights file (.weights.h5, .keras, legacy .h5).",
+    "weights": "None (random), {weights}or the path to a weights file (.weights.h5, .keras, legacy .h5) or to "
+               "a torchvision/timm checkpoint (.pth, .pt, .bin, .safetensors), converted as it loads.",
     "input_tensor": "Optional Keras tensor to use as the input.",
     "input_shape": "(height, width, channels); default {default_input}; height and width at least {min_size}"
                    "{none_sizes}.",
@@ -246,7 +247,8 @@ def assemble(opts: Options, inputs, outputs, stages: Sequence) -> keras.Model:
         stages at `opts.out_indices`.
     """
     model = keras.Model(inputs, outputs, name=opts.name)
-    weights_lib.load_weights(model, opts.variant, opts.weights, include_top=opts.include_top)
+    weights_lib.load_weights(model, opts.variant, opts.weights, include_top=opts.include_top,
+                             family=_registry.model_entry(opts.variant).family.name)
     infos = feature_info(opts, [(tensor._keras_history.operation.name, tensor.shape[-1]) for tensor in stages])
     if opts.features_only:
         model = keras.Model(inputs, [stages[i] for i in opts.out_indices], name=opts.name)
@@ -290,7 +292,8 @@ def linear_model(
         model = keras.Sequential(
             [keras.Input(shape=opts.input_shape), *trunk, *head], name=opts.name
         )
-        weights_lib.load_weights(model, opts.variant, opts.weights, include_top=opts.include_top)
+        weights_lib.load_weights(model, opts.variant, opts.weights, include_top=opts.include_top,
+                                 family=_registry.model_entry(opts.variant).family.name)
         model.feature_info = feature_info(opts, [(trunk[i].name, trunk[i].output.shape[-1]) for i in stage_ends])
         return model
     inputs, x = model_input(opts)

@@ -74,9 +74,10 @@ def build(
         head_dropout: Dropout rate before the classifier; 0 for none.
         head_units: Sizes of hidden ReLU layers in the head, e.g. (256,).
         classifier_activation: "softmax", or None for logits.
-        preprocessing: "auto" (from the weights record: "caffe" for VGG and
-            ResNet v1, "tf" for ResNet v2; none when the weights are not
-            keras.applications' files), "caffe", "tf", "torch" or None.
+        preprocessing: "auto" (from the weights record: "caffe" for
+            keras.applications' VGG16/19 and ResNet v1, "tf" for ResNet v2 and
+            GoogLeNet, "torch" for torchvision's and timm's weights; none for
+            a file that is not a published one), "caffe", "tf", "torch" or None.
         name: Model name; default "<backbone>_transfer".
 
     Returns:

@@ -124,7 +124,7 @@ def fetch(file: WeightsFile, *, cache_dir: str | None = None) -> str:
             One short message (URL, cache path, what to do), not chained to
             Keras' errors.
     """
-    root = cache_dir or os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    root = cache_dir or _keras_home()
     cache_path = os.path.join(root, "models", file.file_name)
     try:
         path = keras.utils.get_file(
@@ -158,7 +158,8 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def load_weights(model: keras.Model, model_name: str, weights: str | None, *, include_top: bool):
+def load_weights(model: keras.Model, model_name: str, weights: str | None, *, include_top: bool,
+                 family: str | None = None):
     """Loads `weights` (None, a tag or a file path) into a freshly built model.
 
     Args:
@@ -166,6 +167,8 @@ def load_weights(model: keras.Model, model_name: str, weights: str | None, *, in
         model_name: Registered model name (used to look up tagged weights).
         weights: As checked by `check_weights_argument`.
         include_top: Whether the model has its classifier.
+        family: The model's family name, which picks the converter for
+            PyTorch and safetensors checkpoints.
 
     Raises:
         WeightsUnavailableError: If tagged weights cannot be fetched.
@@ -174,19 +177,15 @@ def load_weights(model: keras.Model, model_name: str, weights: str | None, *, in
     """
     if weights is None:
         return
-    if looks_like_path(weights):
-        path = weights
-    else:
-        record = get_record(model_name, weights)
-        path = fetch(record.file(include_top))
-        if record.format != "keras-h5":
-            path = _converted(model, model_name, path, include_top)
+    path = weights if looks_like_path(weights) else fetch(get_record(model_name, weights).file(include_top))
     if path.endswith(_CHECKPOINT_SUFFIXES):
-        from kzoo import convert
-        from kzoo.models import model_entry
+        cache = os.path.join(_keras_home(), "models")
+        if os.path.dirname(os.path.abspath(path)) != os.path.abspath(cache):
+            from kzoo import convert
 
-        convert.load_checkpoint(model, model_entry(model_name).family.name, path)
-        return
+            convert.load_checkpoint(model, family, path)
+            return
+        path = _converted(model, family, path)
     if path.endswith((".h5", ".hdf5")) and not path.endswith(".weights.h5"):
         _check_legacy_h5_fits(model, path)
     try:
@@ -207,16 +206,24 @@ def load_weights(model: keras.Model, model_name: str, weights: str | None, *, in
         ) from error
 
 
-def _converted(model: keras.Model, model_name: str, checkpoint: str, include_top: bool) -> str:
-    """The Keras weights file converted from a published checkpoint, made once beside it in the cache."""
-    stem = os.path.splitext(checkpoint)[0]
-    converted = f"{stem}.kzoo{'' if include_top else '_notop'}.weights.h5"
+def _keras_home() -> str:
+    return os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+
+
+def _converted(model: keras.Model, family: str, checkpoint: str) -> str:
+    """A downloaded checkpoint as a Keras weights file for this model, converted once and kept beside it.
+
+    The file name carries a digest of the model's weight names and shapes, so
+    the variants one checkpoint serves (with or without the classifier,
+    GoogLeNet's auxiliary heads) each get their own file.
+    """
+    layout = repr([(weight.path, tuple(weight.shape)) for weight in model.weights]).encode()
+    converted = f"{os.path.splitext(checkpoint)[0]}.kzoo-{hashlib.sha256(layout).hexdigest()[:8]}.weights.h5"
     if not os.path.exists(converted):
         from kzoo import convert
         from kzoo._io import atomic_write
-        from kzoo.models import model_entry
 
-        convert.load_checkpoint(model, model_entry(model_name).family.name, checkpoint)
+        convert.load_checkpoint(model, family, checkpoint)
         atomic_write(converted, model.save_weights, suffix=".weights.h5")
     return converted
 

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 _KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _ACCURACY_SOURCE = "https://keras.io/api/applications/ (single 224x224 centre crop)"
+_TORCHVISION_BASE = "https://download.pytorch.org/models/"
+_TORCHVISION_ACCURACY = ("https://pytorch.org/vision/stable/models.html (IMAGENET1K_V1: resize 256, "
+                         "centre crop 224, bilinear)")
+_TORCHVISION_LICENCE = "BSD-3-Clause (torchvision); trained on ImageNet, whose terms allow non-commercial research"
 
 
 @dataclass(frozen=True)
@@ -47,14 +51,15 @@ class WeightsFile:
     Attributes:
         url: Where it is downloaded from.
         file_name: Its name in the Keras cache (`$KERAS_HOME/models`).
-        file_hash: The hash its publisher gives (md5 for keras.applications'
-            files, sha256 where the publisher gives that); checked after download.
-        sha256: Its sha256, where known, to check it independently of the publisher's hash.
+        file_hash: The full hash its publisher gives (md5 for keras.applications'
+            files), checked by `keras.utils.get_file`; None where none is published.
+        sha256: Its sha256 or the prefix its publisher gives (torchvision's
+            file names carry the first 8 hex digits), checked after download.
     """
 
     url: str
     file_name: str
-    file_hash: str
+    file_hash: str | None
     sha256: str | None = None
 
 
@@ -77,8 +82,10 @@ class WeightsRecord:
         source: Who published the weights ("keras.applications", or the
             converted checkpoint's origin, e.g. "torchvision").
         format: How the files are read: "keras-h5" (keras.applications'
-            legacy HDF5, loaded as it is); converted checkpoints name their
-            reader in `kzoo.convert`.
+            legacy HDF5, loaded as it is), "torch" (a PyTorch state dict) or
+            "safetensors"; both of these are converted by `kzoo.convert` once
+            and cached as `.weights.h5` beside the download.
+        licence: The weights' licence, as their publisher states it.
     """
 
     model: str
@@ -93,6 +100,7 @@ class WeightsRecord:
     accuracy_source: str = _ACCURACY_SOURCE
     source: str = "keras.applications"
     format: str = "keras-h5"
+    licence: str = "as keras.applications publishes them (the original authors' release)"
 
     def file(self, include_top: bool) -> WeightsFile:
         """The file for `include_top`; raises ValueError if not published."""
@@ -123,7 +131,30 @@ def _keras_application(model, folder, stem, top_hash, no_top_hash, mode, top1, t
     )
 
 
-# The official keras.applications files (keras/src/applications/{vgg16,vgg19,resnet}.py).
+def _torchvision(model, file_name, top1, top5, preprocessing="torch"):
+    """torchvision's IMAGENET1K_V1 weights: one checkpoint serves with and without the classifier."""
+    file = WeightsFile(f"{_TORCHVISION_BASE}{file_name}", file_name, None, sha256=file_name.rsplit("-", 1)[1][:-4])
+    return WeightsRecord(
+        model=model, tag="imagenet", top=file, no_top=file, preprocessing=preprocessing, input_size=224,
+        categories="imagenet1k", top1=top1, top5=top5, accuracy_source=_TORCHVISION_ACCURACY,
+        source="torchvision", format="torch", licence=_TORCHVISION_LICENCE,
+    )
+
+
+def _timm(model, hub_name, top1, top5):
+    """A timm checkpoint on the Hugging Face Hub (safetensors)."""
+    file = WeightsFile(f"https://huggingface.co/timm/{hub_name}/resolve/main/model.safetensors",
+                       f"{hub_name}.safetensors", None)
+    return WeightsRecord(
+        model=model, tag="imagenet", top=file, no_top=file, preprocessing="torch", input_size=224,
+        categories="imagenet1k", top1=top1, top5=top5,
+        accuracy_source=f"https://huggingface.co/timm/{hub_name} (model card, 224x224; 288x288 scores higher)",
+        source=f"timm ({hub_name})", format="safetensors", licence="Apache-2.0 (timm)",
+    )
+
+
+# The official keras.applications files (keras/src/applications/{vgg16,vgg19,resnet}.py), then the models whose
+# only published ImageNet weights are torchvision's or timm's, converted on first use.
 RECORDS: dict[tuple[str, str], WeightsRecord] = {
     (r.model, r.tag): r
     for r in [
@@ -143,6 +174,20 @@ RECORDS: dict[tuple[str, str], WeightsRecord] = {
                            "c0ed64b8031c3730f411d2eb4eea35b5", "tf", 77.2, 93.8),
         _keras_application("resnet152_v2", "resnet", "resnet152v2", "a49b44d1979771252814e80f8ec446f9",
                            "ed17cf2e0169df9d443503ef94b23b33", "tf", 78.0, 94.2),
+        _torchvision("alexnet", "alexnet-owt-7be5be79.pth", 56.522, 79.066),
+        _torchvision("vgg11", "vgg11-8a719046.pth", 69.020, 88.628),
+        _torchvision("vgg13", "vgg13-19584684.pth", 69.928, 89.246),
+        _torchvision("vgg11_bn", "vgg11_bn-6002323d.pth", 70.370, 89.810),
+        _torchvision("vgg13_bn", "vgg13_bn-abd245e5.pth", 71.586, 90.374),
+        _torchvision("vgg16_bn", "vgg16_bn-6c64b313.pth", 73.360, 91.516),
+        _torchvision("vgg19_bn", "vgg19_bn-c79401a0.pth", 74.218, 91.842),
+        _torchvision("resnet18", "resnet18-f37072fd.pth", 69.758, 89.078),
+        _torchvision("resnet34", "resnet34-b627a593.pth", 73.314, 91.420),
+        # torchvision's GoogLeNet weights come with transform_input: the network sees 2x - 1, the "tf" mode.
+        _torchvision("googlenet", "googlenet-1378be20.pth", 69.778, 89.530, preprocessing="tf"),
+        _torchvision("wide_resnet50_2", "wide_resnet50_2-95faca4d.pth", 78.468, 94.086),
+        _torchvision("wide_resnet101_2", "wide_resnet101_2-32ee1156.pth", 78.848, 94.284),
+        _timm("seresnet50", "seresnet50.ra2_in1k", 80.26, 95.08),
     ]
 }
 
