@@ -51,18 +51,21 @@ def build_alexnet(opts: _common.Options, spec: AlexNetSpec, *, dropout: float = 
         layers.Conv2D(256, 3, padding="same", activation="relu", name="conv5"),
         layers.MaxPooling2D(3, strides=2, name="pool5"),
     ]
-    if opts.include_top:
-        head = [
-            layers.Flatten(name="flatten"),
-            layers.Dropout(dropout, name="fc6_dropout"),
-            layers.Dense(4096, activation="relu", name="fc6"),
-            layers.Dropout(dropout, name="fc7_dropout"),
-            layers.Dense(4096, activation="relu", name="fc7"),
-            _common.classifier(opts),
-        ]
-    else:
-        head = _common.pooling_layers(opts.pooling)
-    return _common.linear_model(opts, trunk, stage_ends=(2, 4, 8), head=head, sequential=sequential)
+    return _common.linear_model(opts, trunk, stage_ends=(2, 4, 8), head=head(opts, dropout), sequential=sequential)
+
+
+def head(opts: _common.Options, dropout: float) -> list:
+    """AlexNet's classifier (also ZFNet's): flatten, dropout, 4096, dropout, 4096, classes; or the pooling."""
+    if not opts.include_top:
+        return _common.pooling_layers(opts.pooling)
+    return [
+        layers.Flatten(name="flatten"),
+        layers.Dropout(dropout, name="fc6_dropout"),
+        layers.Dense(4096, activation="relu", name="fc6"),
+        layers.Dropout(dropout, name="fc7_dropout"),
+        layers.Dense(4096, activation="relu", name="fc7"),
+        _common.classifier(opts),
+    ]
 
 
 ALEXNET = Family("alexnet", build_alexnet, paper=(

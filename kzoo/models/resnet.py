@@ -143,21 +143,11 @@ def _cifar_trunk(x, blocks_per_stage):
 
 def _bottleneck(x, filters, stride, name, spec=None):
     """keras.applications' residual_block_v1: 1x1 (strided), 3x3, 1x1 x4, post-add ReLU."""
-    if stride != 1 or x.shape[-1] != 4 * filters:
-        shortcut = layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(x)
-        shortcut = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_0_bn")(shortcut)
-    else:
-        shortcut = x
-    x = layers.Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv")(x)
-    x = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_1_bn")(x)
-    x = layers.Activation("relu", name=f"{name}_1_relu")(x)
-    x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_2_conv")(x)
-    x = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_2_bn")(x)
-    x = layers.Activation("relu", name=f"{name}_2_relu")(x)
-    x = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
-    x = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_3_bn")(x)
-    x = layers.Add(name=f"{name}_add")([shortcut, x])
-    return layers.Activation("relu", name=f"{name}_out")(x)
+    shortcut = _shortcut(x, 4 * filters, stride, name, torch_style=False)
+    x = _conv_bn(x, filters, 1, stride, f"{name}_1", torch_style=False)
+    x = _conv_bn(x, filters, 3, 1, f"{name}_2", torch_style=False)
+    x = _conv_bn(x, 4 * filters, 1, 1, f"{name}_3", torch_style=False, relu=False)
+    return _add_relu(shortcut, x, name)
 
 
 def _preact_bottleneck(x, filters, stride, first, name):
@@ -183,9 +173,7 @@ def _preact_bottleneck(x, filters, stride, first, name):
 
 def _basic_block(x, filters, stride, name, spec=None, zero_pad_shortcut=False):
     """torchvision's BasicBlock: two 3x3 convs; projection (or zero-pad) shortcut on a shape change."""
-    if stride == 1 and x.shape[-1] == filters:
-        shortcut = x
-    elif zero_pad_shortcut:
+    if zero_pad_shortcut and (stride != 1 or x.shape[-1] != filters):
         # Option A of He et al. 2015: subsample, then append zero channels. Built
         # from stock layers (a 1x1 max pool keeps every other pixel) so the model
         # needs no custom objects in .keras files, tf_keras or TFLite.
@@ -195,35 +183,45 @@ def _basic_block(x, filters, stride, name, spec=None, zero_pad_shortcut=False):
             [shortcut] + [zeros] * (filters // x.shape[-1] - 1)
         )
     else:
-        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv")(x)
-        shortcut = layers.BatchNormalization(**_TORCH_BN, name=f"{name}_0_bn")(shortcut)
-    x = _conv3x3(x, filters, stride, f"{name}_1")
-    x = layers.BatchNormalization(**_TORCH_BN, name=f"{name}_1_bn")(x)
-    x = layers.Activation("relu", name=f"{name}_1_relu")(x)
-    x = _conv3x3(x, filters, 1, f"{name}_2")
-    x = layers.BatchNormalization(**_TORCH_BN, name=f"{name}_2_bn")(x)
-    x = layers.Add(name=f"{name}_add")([shortcut, x])
-    return layers.Activation("relu", name=f"{name}_out")(x)
+        shortcut = _shortcut(x, filters, stride, name, torch_style=True)
+    x = _conv_bn(x, filters, 3, stride, f"{name}_1", torch_style=True)
+    x = _conv_bn(x, filters, 3, 1, f"{name}_2", torch_style=True, relu=False)
+    return _add_relu(shortcut, x, name)
 
 
 def _torch_bottleneck(x, filters, stride, name, spec):
     """torchvision's Bottleneck (stride on the 3x3, no conv bias), wide by `base_width`, with timm's SE if asked."""
     width, out = filters * spec.base_width // 64, 4 * filters
-    if stride != 1 or x.shape[-1] != out:
-        shortcut = layers.Conv2D(out, 1, strides=stride, use_bias=False, name=f"{name}_0_conv")(x)
-        shortcut = layers.BatchNormalization(**_TORCH_BN, name=f"{name}_0_bn")(shortcut)
-    else:
-        shortcut = x
-    x = layers.Conv2D(width, 1, use_bias=False, name=f"{name}_1_conv")(x)
-    x = layers.BatchNormalization(**_TORCH_BN, name=f"{name}_1_bn")(x)
-    x = layers.Activation("relu", name=f"{name}_1_relu")(x)
-    x = _conv3x3(x, width, stride, f"{name}_2")
-    x = layers.BatchNormalization(**_TORCH_BN, name=f"{name}_2_bn")(x)
-    x = layers.Activation("relu", name=f"{name}_2_relu")(x)
-    x = layers.Conv2D(out, 1, use_bias=False, name=f"{name}_3_conv")(x)
-    x = layers.BatchNormalization(**_TORCH_BN, name=f"{name}_3_bn")(x)
+    shortcut = _shortcut(x, out, stride, name, torch_style=True)
+    x = _conv_bn(x, width, 1, 1, f"{name}_1", torch_style=True)
+    x = _conv_bn(x, width, 3, stride, f"{name}_2", torch_style=True)
+    x = _conv_bn(x, out, 1, 1, f"{name}_3", torch_style=True, relu=False)
     if spec.squeeze_excite:
         x = _squeeze_excite(x, name)
+    return _add_relu(shortcut, x, name)
+
+
+def _shortcut(x, channels, stride, name, torch_style):
+    """The identity, or a strided 1x1 projection and BN (`{name}_0_conv`, `{name}_0_bn`) on a shape change."""
+    if stride == 1 and x.shape[-1] == channels:
+        return x
+    return _conv_bn(x, channels, 1, stride, f"{name}_0", torch_style=torch_style, relu=False)
+
+
+def _conv_bn(x, filters, kernel, stride, name, *, torch_style, relu=True):
+    """Convolution, BatchNorm and ReLU: torch style (no bias, torch's BN settings, symmetric padding when
+    strided) or keras.applications' (bias, its BN epsilon)."""
+    if kernel > 1 and stride > 1:
+        x = layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
+        x = layers.Conv2D(filters, kernel, strides=stride, use_bias=not torch_style, name=f"{name}_conv")(x)
+    else:
+        x = layers.Conv2D(filters, kernel, strides=stride, padding="same" if kernel > 1 else "valid",
+                          use_bias=not torch_style, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(**(_TORCH_BN if torch_style else _KERAS_BN), name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
+
+
+def _add_relu(shortcut, x, name):
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out")(x)
 
@@ -241,14 +239,6 @@ def _squeeze_excite(x, name, reduction=16, divisor=8):
 
 
 _BLOCKS = {"basic": _basic_block, "bottleneck": _bottleneck, "torch_bottleneck": _torch_bottleneck}
-
-
-def _conv3x3(x, filters, stride, name):
-    """3x3 conv without bias and with torch's symmetric 1-pixel padding."""
-    if stride == 1:
-        return layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
-    return layers.Conv2D(filters, 3, strides=stride, use_bias=False, name=f"{name}_conv")(x)
 
 
 IMAGENET_RESNET = Family("resnet", build_resnet, paper=(

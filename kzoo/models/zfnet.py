@@ -8,7 +8,7 @@ import keras
 from keras import layers
 
 from kzoo.layers import LocalResponseNormalization
-from kzoo.models import _common
+from kzoo.models import _common, alexnet
 from kzoo.models._builder import register_family
 from kzoo.models._registry import Family
 
@@ -64,18 +64,8 @@ def build_zfnet(opts: _common.Options, spec: ZFNetSpec, *, dropout: float = 0.5,
         layers.Conv2D(256, 3, padding="same", activation="relu", name="conv5"),
         layers.MaxPooling2D(3, strides=2, name="pool5"),
     ]
-    if opts.include_top:
-        head = [
-            layers.Flatten(name="flatten"),
-            layers.Dropout(dropout, name="fc6_dropout"),
-            layers.Dense(4096, activation="relu", name="fc6"),
-            layers.Dropout(dropout, name="fc7_dropout"),
-            layers.Dense(4096, activation="relu", name="fc7"),
-            _common.classifier(opts),
-        ]
-    else:
-        head = _common.pooling_layers(opts.pooling)
-    return _common.linear_model(opts, trunk, stage_ends=(1, 4, 5, 11, 12), head=head, sequential=sequential)
+    return _common.linear_model(opts, trunk, stage_ends=(1, 4, 5, 11, 12), head=alexnet.head(opts, dropout),
+                                sequential=sequential)
 
 
 ZFNET = Family("zfnet", build_zfnet, paper=(
