@@ -39,10 +39,16 @@ def check_data_fits(trained, train, val=None) -> None:
     """Refuses datasets whose images or classes do not fit a model (Keras 3 or tf_keras), before anything trains.
 
     Raises:
-        ValueError: For batches that are not `(images, labels)`, images of
+        ValueError: For a model with several outputs, batches that are not `(images, labels)`, images of
             another channel count or size than the model's input, or a kzoo
             pipeline with more classes than the model outputs.
     """
+    if len(trained.outputs) > 1:
+        raise ValueError(
+            f"{trained.name} has {len(trained.outputs)} outputs; kzoo's fit trains one-output classifiers. "
+            "For GoogLeNet's auxiliary heads (aux_logits=True), compile it yourself with "
+            "loss_weights=[1.0, 0.3, 0.3] and labels repeated per output, or build it without aux_logits."
+        )
     num_classes = trained.outputs[0].shape[-1]
     for name, dataset in (("train", train), ("val", val)):
         if dataset is None:

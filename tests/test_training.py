@@ -265,3 +265,9 @@ def test_written_files_get_the_usual_mode_not_a_temporary_files(tmp_path):
     finally:
         os.umask(mask)
     assert oct(os.stat(path).st_mode & 0o777) == oct(0o644)
+
+
+def test_fit_refuses_a_model_with_several_outputs_and_says_what_to_do(digits):
+    model = kzoo.googlenet(aux_logits=True, num_classes=10, input_shape=(32, 32, 1))
+    with pytest.raises(ValueError, match=r"3 outputs.*loss_weights=\[1.0, 0.3, 0.3\]"):
+        training.fit(model, digits[0], epochs=1)

@@ -174,6 +174,13 @@ def test_preprocess_input_matches_keras_applications(name, module):
     assert_close(kzoo.preprocess_input(x.copy(), name), expected, rtol=1e-6)
 
 
+def test_preprocess_input_follows_the_torch_and_googlenet_records():
+    x = images((8, 8, 3)) * 255.0
+    torch_mode = keras.applications.imagenet_utils.preprocess_input(x.copy(), mode="torch")
+    assert_close(kzoo.preprocess_input(x.copy(), "resnet18"), torch_mode, rtol=1e-6)
+    assert_close(kzoo.preprocess_input(x.copy(), "googlenet"), x / 127.5 - 1.0, rtol=1e-6)
+
+
 def test_preprocess_input_for_a_model_without_weights_explains():
     with pytest.raises(ValueError, match="lenet5 has no pretrained weights"):
         kzoo.preprocess_input(np.zeros((1, 28, 28, 1)), "lenet5")
