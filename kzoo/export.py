@@ -258,6 +258,18 @@ class TFLiteModel:
     def __call__(self, images) -> np.ndarray:
         return np.stack([self.run_one(image) for image in np.asarray(images, np.float32)])
 
+    def run_all(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output for one float image, by the output's name in the file (for models with several)."""
+        self.run_one(image)
+        outputs = {}
+        for detail in self.interpreter.get_output_details():
+            value = self.interpreter.get_tensor(detail["index"])[0].astype(np.float32)
+            scale, zero_point = detail["quantization"]
+            if detail["dtype"] in (np.int8, np.uint8):
+                value = (value - zero_point) * scale
+            outputs[detail["name"]] = value
+        return outputs
+
 
 def verify(path: str, data, *, reference=None, num_threads: int | None = None, max_samples: int | None = None) -> dict:
     """Runs a `.tflite` on `(images, labels)` batches, against a Keras model when given.

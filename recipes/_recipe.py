@@ -21,14 +21,15 @@ VERBOSE = "--verbose" in sys.argv[1:]
 with native_stderr_hidden(VERBOSE):
     import tensorflow  # noqa: F401
 
-RECIPES = ("mnist_lenet", "cifar10_resnet", "compress_and_export", "transfer_learning")
+RECIPES = ("mnist_lenet", "cifar10_resnet", "compress_and_export", "transfer_learning", "anomaly_detection")
 
 # flag -> (argparse keyword arguments without the default, help text). Defaults are each recipe's own.
 FLAGS = {
     "--epochs": dict(type=int, help="training epochs"),
     "--batch-size": dict(type=int, help="training batch size"),
     "--dataset": dict(help="the dataset to train on"),
-    "--data-dir": dict(help="TFDS data folder (default ~/tensorflow_datasets)"),
+    "--data-dir": dict(help="where the data is: the TFDS data folder (default ~/tensorflow_datasets); "
+                            "for anomaly_detection, the MVTec AD category folder"),
     "--offline": dict(action="store_true", help="never download; use what --data-dir holds"),
     "--mnist-idx": dict(metavar="DIR", help="folder with MNIST's original t10k idx files: the first 8,000 images "
                                             "train, the last 2,000 test (mnist_lenet validates on the last 800 of "
@@ -42,6 +43,9 @@ FLAGS = {
                             "(see python -m kzoo.launch)"),
     "--learning-rate": dict(type=float, help="peak learning rate"),
     "--verbose": dict(action="store_true", help="show TensorFlow's own start-up and log lines"),
+    "--backbone": dict(help="the pretrained backbone: any registry name (kzoo list)"),
+    "--image-size": dict(type=int, help="images are resized to this square size"),
+    "--export": dict(help="also write a .tflite in this mode, checked against the Keras model before it is kept"),
 }
 
 

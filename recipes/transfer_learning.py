@@ -41,8 +41,8 @@ QUICK_BACKBONE = "resnet20"  # 0.27M parameters: a smoke run leaves megabytes, n
 def build_parser():
     parser = _recipe.parser(__doc__, quick=f"1+1 epochs at 64x64 of {QUICK_BACKBONE} (unless --backbone), "
                                            "random weights and 60 digit images: a smoke test, to its own folder")
-    parser.add_argument("--backbone", default=None,
-                        help=f"any registry name (kzoo list); default resnet50 ({QUICK_BACKBONE} with --quick)")
+    _recipe.add(parser, "--backbone", help=f"{_recipe.FLAGS['--backbone']['help']}; default resnet50 "
+                                           f"({QUICK_BACKBONE} with --quick)")
     parser.add_argument("--weights", default="imagenet",
                         help="'imagenet' (Keras cache or download), a weights file, or 'none'")
     _recipe.add(parser, "--dataset", "tf_flowers", help="a TFDS name (used when --images is not given)")
@@ -54,13 +54,12 @@ def build_parser():
     parser.add_argument("--mode", choices=transfer.MODES, default="top",
                         help="head: train the new head only; top: then the top stage; full: then everything")
     parser.add_argument("--trainable-from", default=None, help="with --mode top: stage or layer, e.g. conv4")
-    parser.add_argument("--image-size", type=int, default=224, help="images are resized to this square size")
+    _recipe.add(parser, "--image-size", 224)
     _recipe.add(parser, "--batch-size", 32)
     parser.add_argument("--head-epochs", type=int, default=5, help="epochs of phase 1 (the new head)")
     parser.add_argument("--fine-tune-epochs", type=int, default=5, help="epochs of phase 2 (modes top and full)")
     _recipe.add(parser, "--learning-rate", 1e-3, help="phase 1's learning rate; phase 2 uses a tenth of it")
-    parser.add_argument("--export", choices=["none", *export.MODES], default="none",
-                        help="also write a verified .tflite in this mode")
+    _recipe.add(parser, "--export", "none", choices=["none", *export.MODES])
     return parser
 
 

@@ -236,3 +236,20 @@ def test_every_flag_two_recipes_share_has_one_definition_and_the_readme_table_is
     start = readme.index("<!-- recipe-flags:start -->") + len("<!-- recipe-flags:start -->")
     assert readme[start:readme.index("<!-- recipe-flags:end -->")].strip() == _recipe.flags_table(), (
         "README's recipe flags table is stale: regenerate it with `python recipes/_recipe.py`.")
+
+
+@pytest.mark.slow
+def test_anomaly_detection_quick_finds_the_planted_defects_and_exports_faithfully(tmp_path):
+    out = tmp_path / "run"
+    result = run_recipe("anomaly_detection.py", "--quick", "--export", "float32", "--output", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["image_auroc"] >= 0.9 and metrics["pixel_auroc"] >= 0.9 and metrics["quick"]
+    assert metrics["threshold_images"] == 8 and metrics["samples"] == 8  # The halves: threshold, then test.
+    assert max(metrics["export"]["max_abs_diff"].values()) <= 1e-3
+    assert {"detector.keras", "metrics.json", "heatmaps.png", "roc.png", "detector_float32.tflite"} <= set(
+        os.listdir(out))
+    refused = run_recipe("anomaly_detection.py", "--quick", "--output", str(out))
+    assert refused.returncode == EXIT_EXISTS and "--overwrite" in refused.stderr
+    missing = run_recipe("anomaly_detection.py", "--data-dir", str(tmp_path / "nothing"), "--output", str(tmp_path / "x"))
+    assert missing.returncode == 3 and "--data-dir" in missing.stderr and "train/good" in missing.stderr

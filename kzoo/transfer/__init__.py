@@ -7,12 +7,12 @@ linear probe.
 
 from kzoo.transfer.embeddings import features, linear_probe
 from kzoo.transfer.model import (
-    HEAD_PREFIX, MODES, POOLINGS, PREPROCESS, backbone_layers, build, default_stage, feature_extractor, set_mode,
-    stages,
+    HEAD_PREFIX, MODES, POOLINGS, PREPROCESS, backbone_layers, build, default_stage, feature_extractor,
+    pretrained_backbone, set_mode, stages,
 )
 from kzoo.transfer.tuning import fine_tune
 
 __all__ = [
-    "HEAD_PREFIX", "MODES", "POOLINGS", "PREPROCESS", "backbone_layers", "build", "default_stage", "feature_extractor", "features", "fine_tune",
-    "linear_probe", "set_mode", "stages",
+    "HEAD_PREFIX", "MODES", "POOLINGS", "PREPROCESS", "backbone_layers", "build", "default_stage", "feature_extractor",
+    "features", "fine_tune", "linear_probe", "pretrained_backbone", "set_mode", "stages",
 ]

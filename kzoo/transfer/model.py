@@ -125,31 +125,55 @@ def feature_extractor(backbone, *, weights="imagenet", input_shape=None, pooling
         A flat functional model whose last layer, `head_pool`, gives one
         vector per image.
     """
-    backbone_name = _backbone_name(backbone)
     if pooling not in POOLINGS:
         raise ValueError(f"pooling={pooling!r} is not one of {POOLINGS}.")
-    entry = _registry.model_entry(backbone_name)
-    input_shape = tuple(input_shape) if input_shape is not None else entry.default_input
-    mode = _preprocessing_mode(backbone_name, weights, preprocessing, input_shape)
-    # Built once with its weights (the builder checks the file and names the
-    # first layer that does not fit), then again on the preprocessed input, so
-    # the backbone's layers sit in the same graph as the preprocessing and the
-    # head: a nested model would stop TFMOT and the converter.
-    pretrained = _registry.get_model(backbone_name, include_top=False, weights=weights, input_shape=input_shape)
-    image = keras.Input(shape=input_shape, name="image")
-    x = image if mode is None else _preprocessing_layer(mode)(image)
-    trunk = _registry.get_model(backbone_name, include_top=False, input_tensor=x, input_shape=input_shape)
-    for layer in pretrained.layers:
-        if layer.weights:
-            trunk.get_layer(layer.name).set_weights(layer.get_weights())
+    trunk = pretrained_backbone(backbone, weights=weights, input_shape=input_shape, preprocessing=preprocessing)
     pool = {
         "avg": keras.layers.GlobalAveragePooling2D,
         "max": keras.layers.GlobalMaxPooling2D,
         "flatten": keras.layers.Flatten,
     }[pooling](name=f"{HEAD_PREFIX}pool")
-    extractor = keras.Model(image, pool(trunk.output), name=f"{backbone_name}_features")
-    extractor.feature_info = pretrained.feature_info  # The backbone's stages; the layers keep their names.
+    extractor = keras.Model(trunk.input, pool(trunk.output), name=f"{_backbone_name(backbone)}_features")
+    extractor.feature_info = trunk.feature_info  # The backbone's stages; the layers keep their names.
     return extractor
+
+
+def pretrained_backbone(backbone, *, weights="imagenet", input_shape=None, preprocessing="auto",
+                        out_indices=None) -> keras.Model:
+    """The preprocessing its weights expect and the backbone, as one flat model from images in [0, 1].
+
+    What `build`, `feature_extractor` and `kzoo.anomaly`'s detectors start from.
+
+    Args:
+        backbone, weights, input_shape, preprocessing: As in `build`.
+        out_indices: None for the last feature map (`include_top=False`), or
+            the stages (`model.feature_info` indices) whose maps to return,
+            as `features_only=True, out_indices=...` does.
+
+    Returns:
+        A functional model carrying the backbone's `feature_info` (of the
+        returned stages).
+    """
+    backbone_name = _backbone_name(backbone)
+    entry = _registry.model_entry(backbone_name)
+    input_shape = tuple(input_shape) if input_shape is not None else entry.default_input
+    mode = _preprocessing_mode(backbone_name, weights, preprocessing, input_shape)
+    stages = {} if out_indices is None else dict(features_only=True, out_indices=tuple(out_indices))
+    # Built once with its weights (the builder checks the file and names the
+    # first layer that does not fit), then again on the preprocessed input, so
+    # the backbone's layers sit in the same graph as the preprocessing and the
+    # head: a nested model would stop TFMOT and the converter.
+    pretrained = _registry.get_model(backbone_name, include_top=False, weights=weights, input_shape=input_shape,
+                                     **stages)
+    image = keras.Input(shape=input_shape, name="image")
+    x = image if mode is None else _preprocessing_layer(mode)(image)
+    trunk = _registry.get_model(backbone_name, include_top=False, input_tensor=x, input_shape=input_shape, **stages)
+    for layer in pretrained.layers:
+        if layer.weights:
+            trunk.get_layer(layer.name).set_weights(layer.get_weights())
+    model = keras.Model(image, trunk.output, name=f"{backbone_name}_backbone")
+    model.feature_info = pretrained.feature_info
+    return model
 
 
 def set_mode(model: keras.Model, mode: str, *, trainable_from: str | int | None = None,
