@@ -14,8 +14,8 @@ import importlib.util
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("catalog", "compress", "convert", "data", "distribute", "export", "models", "training", "transfer",
-               "weights")
+_SUBMODULES = ("anomaly", "catalog", "compress", "convert", "data", "distribute", "export", "layers", "models",
+               "training", "transfer", "weights")
 _NAMES_IN = {"augment": "kzoo.data", "decode_predictions": "kzoo.weights", "preprocess_input": "kzoo.weights"}
 
 

@@ -1,7 +1,7 @@
 """Anomaly detection on one MVTec AD category: fit on good parts, set the threshold, evaluate, write the detector.
 
     python recipes/anomaly_detection.py --data-dir mvtec_anomaly_detection/bottle [--method patchcore]
-        [--backbone wide_resnet50_2] [--image-size 224] [--coreset-ratio 0.1] [--export float16] [--quick]
+        [--backbone wide_resnet50_2] [--image-size 224] [--coreset-ratio 0.1] [--export float32] [--quick]
 
 The category's test images are split in two halves, stratified by defect type
 and seeded: the first half sets the threshold (F1-optimal), the second is
@@ -22,7 +22,8 @@ import numpy as np
 
 from kzoo import anomaly
 from kzoo._io import save_json
-from kzoo.cli import EXIT_NOT_FOUND, EXIT_UNAVAILABLE
+from kzoo.cli import EXIT_CHECK_FAILED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE
+from kzoo.export import ExportError
 from kzoo.weights import WeightsUnavailableError
 
 RECIPE = "anomaly_detection"
@@ -82,16 +83,25 @@ def main(argv=None):
             draw(os.path.join(output, name))
         except ImportError:
             skipped.append(name)
+    failed_export = None
     if args.export != "none":
-        export = anomaly.export_tflite(detector, os.path.join(output, f"detector_{args.export}.tflite"),
-                                       mode=args.export, check_images=data["test"][test_half][:8], overwrite=True)
-        report["export"] = {"mode": args.export, "size_bytes": export["size_bytes"],
-                            "max_abs_diff": export["max_abs_diff"]}
+        try:
+            export = anomaly.export_tflite(detector, os.path.join(output, f"detector_{args.export}.tflite"),
+                                           mode=args.export, check_images=data["test"][test_half][:8],
+                                           overwrite=True)
+            report["export"] = {"mode": args.export, "size_bytes": export["size_bytes"],
+                                "max_abs_diff": export["max_abs_diff"]}
+        except ExportError as error:  # The detector and its metrics are kept; the file is not.
+            failed_export = str(error)
+            report["export"] = {"mode": args.export, "refused": failed_export}
     save_json(report, os.path.join(output, "metrics.json"))
     print(json.dumps({key: report[key] for key in ("method", "image_auroc", "pixel_auroc", "f1")}))
     if skipped:
         print(f"{RECIPE}: matplotlib is not installed; skipped {', '.join(skipped)} (pip install matplotlib).")
     print(f"{RECIPE}: wrote {output}")
+    if failed_export:
+        _recipe.fail(RECIPE, f"--export {args.export}: {failed_export} The detector and metrics.json are kept.",
+                     EXIT_CHECK_FAILED)
 
 
 def split_test(labels, defects, seed):

@@ -111,6 +111,12 @@ def test_exported_scores_equal_the_keras_ones(fitted, tmp_path):
     assert_close(got["score"], detector.predict(images)["scores"], rtol=1e-3)
     with pytest.raises(ValueError, match="'float32' or 'float16'"):
         anomaly.export_tflite(detector, str(tmp_path / "int8.tflite"), mode="int8")
+    from kzoo.export import ExportError
+
+    with pytest.raises(ExportError, match="float16 detector's outputs differ"):  # Half-precision bank: refused.
+        anomaly.export_tflite(detector, str(tmp_path / "half.tflite"), mode="float16", check_images=images,
+                              tolerance=1e-5)
+    assert not os.path.exists(tmp_path / "half.tflite")
 
 
 def test_evaluate_reports_image_and_pixel_auroc(fitted):
