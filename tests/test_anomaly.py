@@ -128,6 +128,7 @@ def test_evaluate_reports_image_and_pixel_auroc(fitted):
     detector.set_threshold(images, labels)
     report = anomaly.evaluate(detector, images, labels, masks=np.concatenate([np.zeros_like(masks), masks]))
     assert report["image_auroc"] == 1.0 and report["pixel_auroc"] > 0.8 and report["f1"] == 1.0
+    assert 0.3 < report["pro_auc"] <= 1.0
     with pytest.raises(ValueError, match="normal \\(0\\) and anomalous \\(1\\)"):
         anomaly.evaluate(detector, normal, [0, 0, 0, 0])
 
@@ -183,3 +184,17 @@ def test_mvtec_layout_loads_in_one_call(tmp_path):
     assert set(np.unique(data["test_masks"])) <= {0, 1}
     with pytest.raises(FileNotFoundError, match="train/good"):
         anomaly.load_mvtec(str(tmp_path / "test"))
+
+
+def test_pro_rewards_covering_every_region_and_is_low_for_a_random_map():
+    from kzoo.anomaly.evaluation import pro_auc
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((4, 32, 32), "uint8")
+    masks[0, 2:6, 2:6] = 1  # A small region counts as much as a large one.
+    masks[1, 5:25, 5:25] = 1
+    perfect = masks + rng.uniform(0, 0.1, masks.shape)
+    assert pro_auc(perfect, masks) > 0.99
+    assert pro_auc(rng.uniform(0, 1, masks.shape), masks) < 0.3
+    only_large = masks * (np.arange(4)[:, None, None] == 1) + rng.uniform(0, 0.1, masks.shape)
+    assert 0.5 < pro_auc(only_large, masks) < 0.7  # One region of two found; the other at chance (~0.15).
