@@ -46,7 +46,7 @@ def detector(method, backbone, weights, size, seed=0, **options):
     from kzoo import anomaly
 
     if method == "knn":
-        return anomaly.KNN(backbone, weights=weights, image_size=size, seed=seed)
+        return anomaly.KNN(backbone, weights=weights, image_size=size, seed=seed, **options)
     if method == "patchcore":
         stages = options.pop("stages", (1, 2))
         return anomaly.PatchCore(backbone, weights=weights, image_size=size, stages=stages, seed=seed, **options)
@@ -91,7 +91,7 @@ def one_class_mnist(per_digit: int):
                     normal = train_x[train_y == digit][:per_digit]
                     options = {"knn": {}, "patchcore": dict(stages=(1, 2), coreset_ratio=0.1),
                                "padim": dict(stages=(0, 1, 2))}[method]
-                    det = detector(method, "resnet20", weights, 28, **options)
+                    det = detector(method, "resnet20", weights, 28, input_channels=1, batch_size=64, **options)
                     det.fit(normal)
                     scores = det.predict(test_x)["scores"]  # Before a threshold: the raw scores.
                     aurocs.append(float(roc_auc_score((test_y != digit).astype(int), scores)))

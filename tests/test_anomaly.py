@@ -198,3 +198,11 @@ def test_pro_rewards_covering_every_region_and_is_low_for_a_random_map():
     assert pro_auc(rng.uniform(0, 1, masks.shape), masks) < 0.3
     only_large = masks * (np.arange(4)[:, None, None] == 1) + rng.uniform(0, 0.1, masks.shape)
     assert 0.5 < pro_auc(only_large, masks) < 0.7  # One region of two found; the other at chance (~0.15).
+
+
+def test_grey_images_work_with_a_grey_backbone_or_input_channels():
+    grey = textures(6)[..., :1]
+    lenet = anomaly.KNN("lenet5", weights=None, image_size=28).fit(grey[:, :28, :28])
+    assert lenet.predict(grey[:2, :28, :28])["scores"].shape == (2,)
+    resnet = anomaly.PatchCore("resnet20", weights=None, image_size=32, stages=(1, 2), input_channels=1)
+    assert resnet.fit(grey[:, :32, :32]).predict(grey[:2, :32, :32])["maps"].shape == (2, 32, 32)

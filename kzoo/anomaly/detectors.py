@@ -40,7 +40,8 @@ class Detector:
     default_stages = (2, 3)
 
     def __init__(self, backbone: str = "wide_resnet50_2", *, weights="imagenet", stages=None, image_size: int = 224,
-                 batch_size: int = 8, seed: int = 0, preprocessing="auto", **options):
+                 input_channels: int | None = None, batch_size: int = 8, seed: int = 0, preprocessing="auto",
+                 **options):
         from kzoo import transfer
         from kzoo.models import model_entry
 
@@ -55,9 +56,9 @@ class Detector:
                 f"stages={stages} are not stages of {backbone}: it has {available} (0-{available - 1}, at strides "
                 f"{entry.family.stage_strides}). PatchCore uses two (strides 8 and 16), PaDiM three."
             )
+        self.input_shape = (image_size, image_size, input_channels or entry.default_input[-1])
         self.config = dict(method=self.method, backbone=backbone, stages=list(stages), image_size=image_size,
-                           batch_size=batch_size, seed=seed, **options)
-        self.input_shape = (image_size, image_size, entry.default_input[-1])
+                           input_channels=self.input_shape[-1], batch_size=batch_size, seed=seed, **options)
         features = transfer.pretrained_backbone(
             backbone, weights=weights, input_shape=self.input_shape, preprocessing=preprocessing, out_indices=stages,
         )
@@ -272,6 +273,9 @@ class PatchCore(Detector):
         coreset_ratio: Fraction of patches kept (1.0 keeps all).
         neighbours: Support set of the image-score reweighting (anomalib's 9).
         image_size: Square input size; images must have it.
+        input_channels: Image channels (default the backbone's: 3, or 1 for LeNet).
+        batch_size: Images per step of fit and predict.
+        seed: Seeds the coreset (and PaDiM's channel subset): a seed repeats a fit exactly.
     """
 
     method = "patchcore"
