@@ -1,8 +1,9 @@
-"""Models that change the training objective: each a `keras.Model` that overrides `compute_loss`.
+"""Training objectives that need the inputs: distillation (a teacher's soft targets) and adversarial training.
 
-Keras' losses see only labels and predictions; an objective that needs the
-inputs (a teacher's soft targets today; adversarial examples next) wraps the
-model being trained and trains under the ordinary `fit`.
+Keras' losses see only labels and predictions. The Distiller wraps the
+student and overrides `compute_loss`; adversarial training replaces the
+trained model's `train_step` for the run (`adversarial_training`), so the
+model itself trains, checkpoints and resumes under the ordinary `fit`.
 """
 
 from __future__ import annotations
@@ -53,3 +54,51 @@ class Distiller(keras.Model):
 def _logits(outputs, are_probabilities):
     # log(p) differs from the logits by a constant per image: the same softmax at any temperature.
     return ops.log(ops.maximum(outputs, 1e-7)) if are_probabilities else outputs
+
+
+def adversarial_training(model, attack, *, ratio: float = 1.0):
+    """Makes `model.train_step` train on adversarial examples crafted per batch (Madry et al. 2018); returns an undo.
+
+    Each step crafts `attack` (a `kzoo.robust.PGD`) against the current
+    weights, with BatchNorm and Dropout in inference mode and the batch's
+    true labels (one-hot labels by their top class), then takes the
+    ordinary training step (training mode) on a batch whose first `ratio` of
+    images are the adversarial ones and the rest clean. Installing it on the
+    instance leaves the model's class, config and saved files as they are.
+
+    Args:
+        model: The Keras 3 model `fit` trains (TensorFlow backend).
+        attack: A `kzoo.robust.PGD` (or `kzoo.robust.FGSM(...)`).
+        ratio: Fraction of each batch replaced by its adversarial examples.
+
+    Returns:
+        A function that restores the model's own `train_step`.
+    """
+    import tensorflow as tf
+
+    from kzoo.robust.attacks import PGD, craft_in_graph, logits_function
+
+    if not isinstance(attack, PGD):
+        raise ValueError(f"adversarial={attack!r} must be a kzoo.robust.PGD (or robust.FGSM(...)) attack.")
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"adversarial_ratio={ratio} must be in (0, 1]: the share of each batch made adversarial.")
+    logits = logits_function(model)
+    own_step = type(model).train_step
+
+    def train_step(data):
+        images, labels = data[0], data[1]
+        ids = tf.cast(labels if len(labels.shape) == 1 else tf.argmax(labels, axis=-1), tf.int32)
+        crafted = craft_in_graph(logits, images, ids, attack)
+        if ratio < 1.0:
+            count = tf.cast(tf.math.ceil(ratio * tf.cast(tf.shape(images)[0], tf.float32)), tf.int32)
+            crafted = tf.concat([crafted[:count], tf.cast(images[count:], crafted.dtype)], axis=0)
+        return own_step(model, (tf.cast(crafted, images.dtype), labels, *data[2:]))
+
+    model.train_step = train_step
+    model.train_function = None  # fit traces the step again, with this one.
+
+    def undo():
+        del model.train_step
+        model.train_function = None
+
+    return undo

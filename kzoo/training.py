@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo import _training_core as core
-from kzoo import data, distribute
+from kzoo import data, distribute, objectives
 from kzoo._io import PlottingUnavailableError, atomic_write, pyplot, save_figure, save_json
 from kzoo._training_core import (  # noqa: F401  (public here, as before)
     OPTIMIZERS, SCHEDULES, check_data_fits, learning_rate_schedule, outputs_probabilities,
@@ -48,6 +48,8 @@ def fit(
     callbacks=(),
     steps_per_epoch: int | None = None,
     verbose="auto",
+    adversarial=None,
+    adversarial_ratio: float = 1.0,
 ) -> keras.callbacks.History:
     """Trains a model and returns Keras' `History`.
 
@@ -102,6 +104,14 @@ def fit(
             callbacks under "multi_worker" (they see the twin).
         steps_per_epoch: Needed when `train` has no known length.
         verbose: Keras' progress-bar setting.
+        adversarial: A `kzoo.robust.PGD` (or `robust.FGSM(...)`): adversarial
+            training (Madry et al. 2018), examples crafted against the
+            current weights in every training step
+            (`kzoo.objectives.adversarial_training`); checkpoints, resume,
+            strategies and mixed precision work as for any fit. Not under
+            "multi_worker".
+        adversarial_ratio: Share of each batch replaced by its adversarial
+            examples (1.0: all; 0.5: half adversarial, half clean).
 
     Returns:
         The `History`; `history.model` is the model that was trained (under
@@ -130,6 +140,9 @@ def fit(
     if distribute.is_multi_worker(distribution):
         from kzoo import _multi_worker
 
+        if adversarial is not None:
+            raise ValueError("adversarial training runs on one host (any strategy but 'multi_worker'); the "
+                             "multi-worker route trains a tf_keras twin, whose step kzoo does not replace.")
         return _multi_worker.fit(
             model, train, val, distribution, policy, compile_for, epochs=epochs, steps_per_epoch=steps_per_epoch,
             checkpoint_dir=checkpoint_dir, backup_every_steps=backup_every_steps, callbacks=callbacks,
@@ -139,9 +152,14 @@ def fit(
     with distribution.scope():
         trained = core.model_for(model, policy, one_device)
         train, val = compile_for(trained, train, val, library=keras)
+    undo = (objectives.adversarial_training(trained, adversarial, ratio=adversarial_ratio)
+            if adversarial is not None else (lambda: None))
     own = core.checkpoint_callbacks(checkpoint_dir, val is not None, backup_every_steps)
-    history = core.run_fit(trained, train, val, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                      callbacks=[*own, *callbacks], verbose=verbose)
+    try:
+        history = core.run_fit(trained, train, val, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                               callbacks=[*own, *callbacks], verbose=verbose)
+    finally:
+        undo()
     if isinstance(model, keras.Model) and trained is not model:
         model.set_weights(trained.get_weights())
     return history
