@@ -253,3 +253,21 @@ def test_anomaly_detection_quick_finds_the_planted_defects_and_exports_faithfull
     assert refused.returncode == EXIT_EXISTS and "--overwrite" in refused.stderr
     missing = run_recipe("anomaly_detection.py", "--data-dir", str(tmp_path / "nothing"), "--output", str(tmp_path / "x"))
     assert missing.returncode == 3 and "--data-dir" in missing.stderr and "train/good" in missing.stderr
+
+
+@pytest.mark.slow
+def test_adversarial_mnist_quick_trains_both_models_attacks_them_and_exports(tmp_path):
+    out = tmp_path / "run"
+    result = run_recipe("adversarial_mnist.py", "--quick", "--offline", "--data-dir", str(tmp_path / "tfds"),
+                        "--export", "int8", "--output", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "standard pgd-5" in result.stdout and "a smoke test, not a result" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epsilons"] == [0.0, 0.1, 0.2, 0.3] and metrics["samples"] == 200
+    for row in metrics["models"].values():
+        assert row["pgd"][0] == row["fgsm"][0] and all(p <= f for p, f in zip(row["pgd"], row["fgsm"]))
+        assert 0.0 <= row["tflite_int8"]["pgd_eps_0.3"] <= row["tflite_int8"]["clean"] <= 1.0
+    assert {"robustness.png", "examples.png", "curves_standard.png", "curves_adversarial.png",
+            "standard_int8.tflite", "adversarial_int8.tflite"} <= set(os.listdir(out))
+    refused = run_recipe("adversarial_mnist.py", "--eps", "-0.1", "--output", str(tmp_path / "x"))
+    assert refused.returncode == 2 and "--eps -0.1" in refused.stderr
