@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from kzoo import data
-from _recipe import EXIT_UNAVAILABLE, fail  # recipes/ is on sys.path
+from _recipe import EXIT_UNAVAILABLE, add, fail  # recipes/ is on sys.path
 
 # MNIST's original test-split files (as in ../shared/data/mnist): the
 # recipes and benchmarks train on the first 8,000 and measure on the last 2,000.
@@ -45,6 +45,15 @@ def load_mnist_idx(folder: str, recipe: str, *, train_batch: int, test_batch: in
            if validation else None)
     test = data.from_arrays(test_images, test_labels, batch_size=test_batch, shuffle=False, **common)
     return f"mnist test split ({kept:,} / {8000 - kept:,} / 2,000)", train, val, test
+
+
+def add_source_flags(parser) -> None:
+    """The flags `load_mnist_or_digits` reads: --dataset, --data-dir, --offline, --mnist-idx."""
+    add(parser, "--dataset", "auto", choices=["auto", "mnist", "digits"],
+        help="auto: MNIST, or the embedded digits when MNIST cannot be had; mnist: MNIST or stop")
+    add(parser, "--data-dir")
+    add(parser, "--offline")
+    add(parser, "--mnist-idx")
 
 
 def load_mnist_or_digits(args, recipe: str, *, train_batch: int, test_batch: int, image_size=None):

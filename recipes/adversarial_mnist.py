@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import kzoo  # noqa: E402
 from kzoo import export, robust, training  # noqa: E402
 from kzoo._io import save_json  # noqa: E402
-from _mnist import load_mnist_or_digits  # noqa: E402
+from _mnist import add_source_flags, load_mnist_or_digits  # noqa: E402
 
 RECIPE = "adversarial_mnist"
 
@@ -41,11 +41,7 @@ def build_parser():
     parser.add_argument("--train-attack-steps", type=int, default=7, help="PGD steps in each training step")
     parser.add_argument("--eval-samples", type=int, default=1000, help="test images attacked")
     _recipe.add(parser, "--batch-size", 128)
-    _recipe.add(parser, "--dataset", "auto", choices=["auto", "mnist", "digits"],
-                help="auto: MNIST, or the embedded digits when MNIST cannot be had; mnist: MNIST or stop")
-    _recipe.add(parser, "--data-dir")
-    _recipe.add(parser, "--offline")
-    _recipe.add(parser, "--mnist-idx")
+    add_source_flags(parser)
     _recipe.add(parser, "--export", "none", choices=["none", *export.MODES])
     return parser
 

@@ -23,7 +23,7 @@ import tensorflow as tf  # noqa: E402
 import kzoo  # noqa: E402
 from kzoo import compress, export, training  # noqa: E402
 from kzoo._io import save_json  # noqa: E402
-from _mnist import load_mnist_idx, load_mnist_or_digits  # noqa: E402
+from _mnist import add_source_flags, load_mnist_idx, load_mnist_or_digits  # noqa: E402
 
 
 RECIPE = "compress_and_export"
@@ -34,11 +34,7 @@ def build_parser():
     _recipe.add(parser, "--model", "lenet5")
     parser.add_argument("--load", default=None, metavar="MODEL.keras",
                         help="start from this trained .keras model instead of training one")
-    _recipe.add(parser, "--dataset", "auto", choices=["auto", "mnist", "digits"],
-                help="auto: MNIST, or the embedded digits when MNIST cannot be had; mnist: MNIST or stop")
-    _recipe.add(parser, "--mnist-idx")
-    _recipe.add(parser, "--data-dir")
-    _recipe.add(parser, "--offline")
+    add_source_flags(parser)
     _recipe.add(parser, "--epochs", 5, help="training epochs of the dense model")
     _recipe.add(parser, "--batch-size", 64)
     parser.add_argument("--prune-epochs", type=int, default=6, help="fine-tuning epochs while pruning")

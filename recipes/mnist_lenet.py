@@ -21,7 +21,7 @@ import keras  # noqa: E402
 
 import kzoo  # noqa: E402
 from kzoo import distribute, training  # noqa: E402
-from _mnist import load_mnist_or_digits  # noqa: E402
+from _mnist import add_source_flags, load_mnist_or_digits  # noqa: E402
 
 RECIPE = "mnist_lenet"
 
@@ -30,11 +30,7 @@ def build_parser():
     parser = _recipe.parser(__doc__)
     _recipe.add(parser, "--epochs", 15)
     _recipe.add(parser, "--batch-size", 128)
-    _recipe.add(parser, "--dataset", "auto", choices=["auto", "mnist", "digits"],
-                help="auto: MNIST, or the embedded digits when MNIST cannot be had; mnist: MNIST or stop")
-    _recipe.add(parser, "--data-dir")
-    _recipe.add(parser, "--offline")
-    _recipe.add(parser, "--mnist-idx")
+    add_source_flags(parser)
     _recipe.add(parser, "--strategy", "auto", choices=distribute.STRATEGIES)
     return parser
 
