@@ -68,11 +68,12 @@ def test_fit_copies_the_trained_weights_into_the_given_model_under_mixed_precisi
 
 
 @pytest.mark.slow
-def test_a_killed_fit_resumes_at_the_next_epoch_and_finishes(tmp_path):
+@pytest.mark.parametrize("adversarial", ["", "pgd"])
+def test_a_killed_fit_resumes_at_the_next_epoch_and_finishes(tmp_path, adversarial):
     script = """
         import json, os, sys
         import keras, kzoo
-        from kzoo import data, training
+        from kzoo import data, robust, training
 
         class KillAfterFirstEpoch(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
@@ -80,18 +81,21 @@ def test_a_killed_fit_resumes_at_the_next_epoch_and_finishes(tmp_path):
                     os._exit(3)  # As abrupt as a lost machine.
 
         train = data.load("digits", batch_size=128, seed=0)
+        attack = robust.PGD(eps=0.1, step=0.05, steps=2) if os.environ.get("ADVERSARIAL") else None
         history = training.fit(kzoo.lenet5(), train, epochs=3, checkpoint_dir=sys.argv[1], seed=0,
-                               callbacks=[KillAfterFirstEpoch()], verbose=0)
+                               callbacks=[KillAfterFirstEpoch()], adversarial=attack, verbose=0)
         print(json.dumps(history.epoch))
     """
-    killed = run_python(script, str(tmp_path), env={"KILL": "1"})
+    killed = run_python(script, str(tmp_path), env={"KILL": "1", "ADVERSARIAL": adversarial})
     assert killed.returncode == 3, killed.stderr[-2000:]
     assert os.path.isdir(tmp_path / "backup")
-    resumed = run_python(script, str(tmp_path))
+    resumed = run_python(script, str(tmp_path), env={"ADVERSARIAL": adversarial})
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads(resumed.stdout.strip().splitlines()[-1]) == [1, 2]
     with open(tmp_path / "history.csv") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2"]
+    # The adversarial train step is installed on the instance for the run only: the kept model is a plain one.
+    assert keras.models.load_model(tmp_path / "best.keras").count_params() == kzoo.lenet5().count_params()
 
 
 @pytest.mark.slow
