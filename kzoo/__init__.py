@@ -4,9 +4,10 @@
     model = vgg16(num_classes=10, input_shape=(32, 32, 3))
 
 `import kzoo` imports nothing heavy: the builders and sub-modules (and with
-them Keras and TensorFlow) load on first use, so `kzoo --help`, `kzoo list`
-and `kzoo info` start at once. TFMOT, tf_keras, TFDS and LiteRT are imported
-inside the functions that need them.
+them Keras) load on first use, so `kzoo --help`, `kzoo list` and `kzoo info`
+start at once. The builders, weights, transfer and training run on every
+Keras backend, without TensorFlow (`kzoo._backend`); TFMOT, tf_keras, TFDS
+and LiteRT are imported inside the functions that need them.
 """
 
 import importlib

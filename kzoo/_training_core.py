@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 
 import keras
-import tensorflow as tf
+import numpy as np
 
+from kzoo import _backend
 from kzoo.data import checks
 
 OPTIMIZERS = ("auto", "adam", "adamw", "sgd")
@@ -53,10 +54,8 @@ def check_data_fits(trained, train, val=None) -> None:
     for name, dataset in (("train", train), ("val", val)):
         if dataset is None:
             continue
-        spec = dataset.element_spec
-        if not isinstance(spec, tuple) or len(spec) < 2:
-            raise ValueError(f"{name} must give (images, labels) batches; it gives {spec}.")
-        checks.fits_model(spec[0].shape[1:], trained.inputs[0].shape[1:], name)
+        shapes = batch_shapes(dataset, name)
+        checks.fits_model(shapes[0][1:], trained.inputs[0].shape[1:], name)
         classes = getattr(dataset, "num_classes", None)
         if classes is not None and num_classes is not None and classes > num_classes:
             raise ValueError(
@@ -66,7 +65,7 @@ def check_data_fits(trained, train, val=None) -> None:
 
 
 def compile_model(trained, train, val, *, library, policy, optimizer, learning_rate, weight_decay, schedule,
-             warmup_epochs, epochs, steps, label_smoothing, jit_compile):
+             warmup_epochs, epochs, steps, label_smoothing, jit_compile, steps_per_execution=1):
     """Compiles `trained`, a `library` (keras or tf_keras) model, in the current scope.
 
     Returns:
@@ -74,7 +73,7 @@ def compile_model(trained, train, val, *, library, policy, optimizer, learning_r
     """
     check_data_fits(trained, train, val)
     num_classes = trained.outputs[0].shape[-1]
-    sparse = len(train.element_spec[1].shape) == 1
+    sparse = len(batch_shapes(train, "train")[1]) == 1
     if label_smoothing and sparse:  # Keras' sparse loss has no smoothing: one-hot the labels.
         train, val = (one_hot(d, num_classes) if d is not None else None for d in (train, val))
         sparse = False
@@ -88,6 +87,7 @@ def compile_model(trained, train, val, *, library, policy, optimizer, learning_r
         loss=loss(trained, sparse, label_smoothing, library),
         metrics=["accuracy"],
         jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
     return train, val
 
@@ -124,7 +124,7 @@ def steps_per_epoch(train, steps_per_epoch=None, *, remedy: str = "pass steps_pe
     """
     if steps_per_epoch is not None:
         return steps_per_epoch
-    cardinality = int(train.cardinality())
+    cardinality = len(train) if isinstance(train, keras.utils.PyDataset) else int(train.cardinality())
     if cardinality < 0:
         raise ValueError(f"The training dataset has no known length (it repeats, or was filtered); {remedy}.")
     if cardinality == 0:
@@ -133,7 +133,37 @@ def steps_per_epoch(train, steps_per_epoch=None, *, remedy: str = "pass steps_pe
 
 
 def one_hot(dataset, num_classes):
+    """The dataset with one-hot labels: a tf.data map, or `ArrayBatches.with_one_hot`."""
+    if isinstance(dataset, keras.utils.PyDataset):
+        if not hasattr(dataset, "with_one_hot"):
+            raise ValueError("label_smoothing needs one-hot labels: give your PyDataset's batches one-hot labels "
+                             "(float rows), or pass label_smoothing=0.")
+        return dataset.with_one_hot()
+    import tensorflow as tf  # A tf.data dataset: TensorFlow is there.
+
     return dataset.map(lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), num_classes)))
+
+
+def batch_shapes(dataset, name: str) -> tuple[tuple, tuple]:
+    """The (images, labels) shapes of a dataset's batches, batch axis first: from a tf.data element spec, or
+    a `keras.utils.PyDataset`'s first batch.
+
+    Raises:
+        ValueError: For data of another kind, or batches that are not `(images, labels)`.
+    """
+    if isinstance(dataset, keras.utils.PyDataset):
+        batch = dataset[0]
+        shapes = tuple(tuple(np.shape(part)) for part in batch) if isinstance(batch, (tuple, list)) else None
+    elif hasattr(dataset, "element_spec"):
+        spec = dataset.element_spec
+        shapes = tuple(tuple(part.shape) for part in spec) if isinstance(spec, tuple) else None
+    else:
+        raise ValueError(f"{name} is a {type(dataset).__name__}; kzoo trains on (images, labels) NumPy arrays, a "
+                         "keras.utils.PyDataset, or a tf.data.Dataset (kzoo.data.load, from_arrays ...).")
+    if shapes is None or len(shapes) < 2:
+        raise ValueError(f"{name} must give (images, labels) batches; it gives "
+                         f"{getattr(dataset, 'element_spec', type(dataset).__name__)}.")
+    return shapes
 
 
 def outputs_probabilities(model: keras.Model) -> bool:
@@ -234,5 +264,5 @@ def checkpoint_callbacks(checkpoint_dir, has_validation, backup_every_steps, *, 
         save_best(best, monitor) if save_best else library.callbacks.ModelCheckpoint(
             best, monitor=monitor, mode="max", save_best_only=True),
         library.callbacks.CSVLogger(os.path.join(checkpoint_dir, "history.csv"), append=resuming),
-        library.callbacks.TensorBoard(os.path.join(checkpoint_dir, "logs")),
-    ]
+    ] + ([library.callbacks.TensorBoard(os.path.join(checkpoint_dir, "logs"))]  # tf.summary: TensorFlow only.
+         if library is not keras or _backend.name() == "tensorflow" else [])

@@ -35,7 +35,8 @@ EXIT_STATUSES = {
     EXIT_USAGE: "a flag or its value is wrong (the message says which, and what to give)",
     EXIT_NOT_FOUND: "no such model, no model matches the pattern, or no such file",
     EXIT_EXISTS: "the output file exists; --overwrite replaces it",
-    EXIT_UNAVAILABLE: "a dataset or weights file is neither on disk nor downloadable",
+    EXIT_UNAVAILABLE: ("a dataset or weights file is neither on disk nor downloadable, or the command needs "
+                       "TensorFlow (export, verify), which this Python lacks or does not run as Keras' backend"),
     EXIT_CHECK_FAILED: ("the .tflite failed its check against the Keras model, the checkpoint does not fit the model "
                         "or cannot be read safely, or a converter failed; nothing was written"),
 }
@@ -121,23 +122,28 @@ def _run_with_tensorflow(args) -> int:
 
 
 def _run_and_classify(args) -> int:
+    from kzoo._backend import TensorFlowRequiredError
     from kzoo.convert import CheckpointError
-    from kzoo.data import DatasetUnavailableError
-    from kzoo.export import ExportError
     from kzoo.weights import WeightsUnavailableError
 
+    unavailable, export_failed = (TensorFlowRequiredError, WeightsUnavailableError), ()
     try:
+        if args.command != "convert":  # export and verify need TensorFlow; convert runs on any backend.
+            from kzoo.data import DatasetUnavailableError
+            from kzoo.export import ExportError
+
+            unavailable, export_failed = (*unavailable, DatasetUnavailableError), (ExportError,)
         return {"export": _export, "verify": _verify, "convert": _convert}[args.command](args)
+    except unavailable as error:
+        raise CommandError(str(error), EXIT_UNAVAILABLE) from None
+    except export_failed as error:
+        raise CommandError(_in_flags(str(error)), EXIT_CHECK_FAILED) from None
     except FileNotFoundError as error:
         raise CommandError(str(error), EXIT_NOT_FOUND) from None
     except FileExistsError as error:
         raise CommandError(_in_flags(str(error)), EXIT_EXISTS) from None
     except CheckpointError as error:
         raise CommandError(str(error), EXIT_CHECK_FAILED) from None
-    except (DatasetUnavailableError, WeightsUnavailableError) as error:
-        raise CommandError(str(error), EXIT_UNAVAILABLE) from None
-    except ExportError as error:
-        raise CommandError(_in_flags(str(error)), EXIT_CHECK_FAILED) from None
     except ValueError as error:  # Data that does not fit the model, and other bad values.
         raise CommandError(_in_flags(str(error)), EXIT_USAGE) from None
 

@@ -6,6 +6,8 @@
 
 Several workers: call `strategy("multi_worker")` first in the script, before
 TensorFlow runs anything, then train with `training.fit(..., strategy=...)`.
+Strategies are TensorFlow's: on JAX or PyTorch `strategy("auto")` is None (one
+device, or `keras.distribution` set up by the user) and the others are refused.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ import glob
 import json
 import logging
 import os
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
+from kzoo import _backend
+
+if TYPE_CHECKING:  # Annotations only: TensorFlow is imported where a strategy is made.
+    import tensorflow as tf
 
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
 MULTI_WORKER_JOBS = ("chief", "worker")
@@ -26,8 +32,8 @@ _multi_worker_strategy = None  # One per process: collective ops are configured 
 POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
-def strategy(name="auto") -> tf.distribute.Strategy:
-    """Returns a `tf.distribute.Strategy`.
+def strategy(name="auto") -> tf.distribute.Strategy | None:
+    """Returns a `tf.distribute.Strategy` (None for "auto" and "default" off the TensorFlow backend).
 
     Args:
         name: "auto" (a TPU if one is resolvable, MirroredStrategy over several
@@ -42,7 +48,12 @@ def strategy(name="auto") -> tf.distribute.Strategy:
             `TF_CONFIG`.
         RuntimeError: For "multi_worker" asked for the first time after
             TensorFlow has already run something in this process.
+        TensorFlowRequiredError: For any other strategy on JAX or PyTorch.
     """
+    if _backend.name() != "tensorflow" and name in ("auto", "default"):
+        return None
+    tf = _backend.tensorflow(f"strategy={name!r} (a tf.distribute strategy; on JAX see keras.distribution)",
+                             backend=True)
     if isinstance(name, tf.distribute.Strategy):
         return name
     if name not in STRATEGIES:
@@ -65,7 +76,20 @@ def strategy(name="auto") -> tf.distribute.Strategy:
 
 def is_multi_worker(distribution) -> bool:
     """True for a MultiWorkerMirroredStrategy (which kzoo trains through the tf_keras twin)."""
+    if distribution is None:
+        return False
+    import tensorflow as tf  # A strategy exists: TensorFlow is there.
+
     return isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def is_default(distribution) -> bool:
+    """True for one device: no strategy (JAX, PyTorch) or TensorFlow's default one (asked outside any scope)."""
+    if distribution is None:
+        return True
+    import tensorflow as tf  # A strategy exists: TensorFlow is there.
+
+    return distribution is tf.distribute.get_strategy()
 
 
 def tf_config() -> dict | None:
@@ -125,6 +149,8 @@ def num_workers() -> int:
 
 
 def _multi_worker() -> tf.distribute.MultiWorkerMirroredStrategy:
+    import tensorflow as tf
+
     global _multi_worker_strategy
     config = tf_config()  # The user's own mistake first, on every call, before any TensorFlow state matters.
     if _multi_worker_strategy is None:
@@ -153,6 +179,8 @@ def _tpu_resolver():
     hinted = os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR") or glob.glob("/dev/accel*")
     if not hinted:
         return None
+    import tensorflow as tf
+
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
         tf.config.experimental_connect_to_cluster(resolver)
@@ -167,7 +195,8 @@ def precision_policy(mixed_precision="auto", distribution: tf.distribute.Strateg
 
     Args:
         mixed_precision: "auto" (mixed_bfloat16 on TPU, mixed_float16 on GPU,
-            float32 on CPU), one of the policy names, or False/None for float32.
+            float32 on CPU; on JAX and PyTorch, mixed_bfloat16 on any
+            accelerator), one of the policy names, or False/None for float32.
         distribution: The strategy in use (for "auto").
 
     Raises:
@@ -179,6 +208,10 @@ def precision_policy(mixed_precision="auto", distribution: tf.distribute.Strateg
         raise ValueError(f"mixed_precision={mixed_precision!r} is not one of {POLICIES}, False or None.")
     if mixed_precision != "auto":
         return mixed_precision
+    if _backend.name() != "tensorflow":  # bfloat16 needs no loss scaling: the JAX/PyTorch GPU path.
+        return "float32" if _backend.accelerator() == "cpu" else "mixed_bfloat16"
+    import tensorflow as tf
+
     if isinstance(distribution, tf.distribute.TPUStrategy):
         return "mixed_bfloat16"
     if tf.config.list_logical_devices("GPU"):

@@ -16,10 +16,12 @@ import tempfile
 import time
 
 import numpy as np
-import tensorflow as tf
 
+from kzoo import _backend
 from kzoo._io import atomic_write, save_json, usual_mode
 from kzoo.data import checks
+
+tf = _backend.tensorflow("kzoo.export (the TFLite converter)", backend=True)
 
 MODES = ("float32", "dynamic", "float16", "int8", "edgetpu")
 MODE_NOTES = {

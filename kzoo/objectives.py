@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kzoo import _backend
 from kzoo._training_core import outputs_probabilities
 
 
@@ -74,7 +75,7 @@ def adversarial_training(model, attack, *, ratio: float = 1.0):
     Returns:
         A function that restores the model's own `train_step`.
     """
-    import tensorflow as tf
+    tf = _backend.tensorflow("training.fit(adversarial=...)", backend=True)
 
     from kzoo.robust.attacks import PGD, craft_in_graph, logits_function
 

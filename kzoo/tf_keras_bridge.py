@@ -48,8 +48,8 @@ def to_tf_keras(model, *, with_layer_pairs: bool = False):
             names the layer and its class.
     """
     import keras
-    import tf_keras
 
+    tf_keras = _import_tf_keras()
     rebuild = _Rebuild(source=keras, target=tf_keras)
     twin = rebuild.model(model)
     return (twin, list(rebuild.twins.values())) if with_layer_pairs else twin
@@ -71,9 +71,18 @@ def to_keras(model):
             message names the layer and its class.
     """
     import keras
+
+    return _Rebuild(source=_import_tf_keras(), target=keras).model(model)
+
+
+def _import_tf_keras():
+    """tf_keras, after saying clearly what it needs (TensorFlow as Keras' backend: TFMOT's world)."""
+    from kzoo import _backend
+
+    _backend.tensorflow("kzoo.compress and the tf_keras bridge (TFMOT)", backend=True)
     import tf_keras
 
-    return _Rebuild(source=tf_keras, target=keras).model(model)
+    return tf_keras
 
 
 class _Rebuild:

@@ -12,12 +12,13 @@ import functools
 import logging
 import os
 
+import contextlib
+
 import keras
 import numpy as np
-import tensorflow as tf
 
+from kzoo import _backend, distribute, objectives
 from kzoo import _training_core as core
-from kzoo import data, distribute, objectives
 from kzoo._io import PlottingUnavailableError, atomic_write, pyplot, save_figure, save_json
 from kzoo._training_core import (  # noqa: F401  (public here, as before)
     OPTIMIZERS, SCHEDULES, check_data_fits, learning_rate_schedule, outputs_probabilities,
@@ -42,6 +43,7 @@ def fit(
     strategy="auto",
     mixed_precision="auto",
     jit_compile="auto",
+    steps_per_execution: int = 1,
     checkpoint_dir: str | None = None,
     backup_every_steps: int | None = None,
     seed: int | None = None,
@@ -57,12 +59,14 @@ def fit(
         model: A `keras.Model`, or a function that builds one. It is built (or
             cloned) inside the strategy's scope and under the precision policy;
             after training, the weights are copied back into a given model.
-        train: Batched `(images, labels)` dataset; int labels, or one-hot
-            float labels (after MixUp/CutMix). Its batch size is the global
-            batch: a strategy splits each batch over all its replicas (every
-            device of every worker), so the learning rate goes with it. Or a
-            tuple `(images, labels)` of NumPy arrays, which goes through
-            `kzoo.data.from_arrays` (checked, shuffled with `seed`).
+        train: Batched `(images, labels)` data: a tf.data dataset or a
+            `keras.utils.PyDataset` (int labels, or one-hot float labels
+            after MixUp/CutMix). Its batch size is the global batch: a
+            strategy splits each batch over all its replicas (every device
+            of every worker), so the learning rate goes with it. Or a tuple
+            `(images, labels)` of NumPy arrays, checked and shuffled with
+            `seed`: through `kzoo.data.from_arrays` on TensorFlow, and
+            `kzoo.data.arrays.ArrayBatches` (no TensorFlow) on JAX and PyTorch.
         val: Optional validation data of the same form (arrays are not shuffled).
         epochs: Number of epochs.
         batch_size: For arrays only (default 32); a dataset has its own.
@@ -88,6 +92,10 @@ def fit(
         mixed_precision: As `kzoo.distribute.precision_policy`; the classifier
             output always stays float32.
         jit_compile: Passed to `Model.compile` ("auto", True, False).
+        steps_per_execution: Training steps per compiled call (`Model.compile`'s):
+            on a GPU, 8 or more hides the per-step work of Python and the
+            trainer (see the README's GPU section); batch callbacks then run
+            once per call.
         checkpoint_dir: Keep `best.keras` (by validation accuracy, else
             training accuracy), a `backup/` for `BackupAndRestore`,
             `history.csv` and TensorBoard `logs/` here. A run started again
@@ -136,6 +144,7 @@ def fit(
         core.compile_model, policy=policy, optimizer=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
         schedule=schedule, warmup_epochs=warmup_epochs, epochs=epochs,
         steps=core.steps_per_epoch(train, steps_per_epoch), label_smoothing=label_smoothing, jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
     if distribute.is_multi_worker(distribution):
         from kzoo import _multi_worker
@@ -148,8 +157,8 @@ def fit(
             checkpoint_dir=checkpoint_dir, backup_every_steps=backup_every_steps, callbacks=callbacks,
             verbose=verbose,
         )
-    one_device = distribution is tf.distribute.get_strategy()  # Asked outside the scope.
-    with distribution.scope():
+    one_device = distribute.is_default(distribution)  # Asked outside the scope.
+    with distribution.scope() if distribution is not None else contextlib.nullcontext():
         trained = core.model_for(model, policy, one_device)
         train, val = compile_for(trained, train, val, library=keras)
     undo = (objectives.adversarial_training(trained, adversarial, ratio=adversarial_ratio)
@@ -176,8 +185,15 @@ def _datasets(model, train, val, batch_size, seed):
         if not checks.is_array_pair(value):
             return value
         try:
-            return data.from_arrays(*value, batch_size=batch_size or 32, shuffle=shuffle, seed=seed,
+            if _backend.name() != "tensorflow":  # A PyDataset: no TensorFlow needed.
+                from kzoo.data.arrays import ArrayBatches
+
+                return ArrayBatches(*value, batch_size=batch_size or 32, shuffle=shuffle, seed=seed,
                                     num_classes=num_classes)
+            from kzoo.data import from_arrays
+
+            return from_arrays(*value, batch_size=batch_size or 32, shuffle=shuffle, seed=seed,
+                               num_classes=num_classes)
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
 

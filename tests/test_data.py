@@ -373,3 +373,28 @@ def test_a_pipeline_stops_at_a_bad_image_or_label_with_a_message_that_says_so():
         first(np.zeros((4, 8, 8, 1), "float32"), np.array([0, 1, 2, 3]), num_classes=3)
     images, labels = first(np.zeros((4, 8, 8, 1), "uint8"), np.array([0, 1, 2, 2]), num_classes=3)
     assert images.dtype == tf.float32 and labels.numpy().tolist() == [0, 1, 2, 2]
+
+
+def test_array_batches_check_scale_and_reshuffle_arrays_the_same_way_for_the_same_seed():
+    from kzoo.data.arrays import ArrayBatches
+
+    images = np.random.default_rng(0).integers(0, 256, (10, 8, 8)).astype("uint8")
+    labels = np.arange(10) % 3
+    first, second = (ArrayBatches(images, labels, batch_size=4, seed=7) for _ in range(2))
+    assert len(first) == 3 and first[2][0].shape == (2, 8, 8, 1)
+    batch, batch_labels = first[0]
+    assert batch.dtype == np.float32 and batch.max() <= 1.0 and batch_labels.dtype == np.int32
+    order = np.concatenate([first[i][1] for i in range(3)])
+    np.testing.assert_array_equal(order, np.concatenate([second[i][1] for i in range(3)]))
+    assert sorted(order) == sorted(labels)  # Every example once per epoch.
+    row = np.flatnonzero((images[..., None].astype("float32") / 255.0 == batch[0]).all(axis=(1, 2, 3)))
+    assert labels[row[0]] == batch_labels[0]  # Images and labels stay together.
+    first.on_epoch_end()
+    assert not np.array_equal(np.concatenate([first[i][1] for i in range(3)]), order)
+    one_hot = first.with_one_hot()[0][1]
+    np.testing.assert_array_equal(one_hot.argmax(axis=1), first[0][1])
+    assert one_hot.shape == (4, 3)
+    with pytest.raises(ValueError, match="class id 2, but there are num_classes=2"):
+        ArrayBatches(images, labels, num_classes=2)
+    with pytest.raises(ValueError, match="channels-first"):
+        ArrayBatches(np.zeros((4, 3, 32, 32), "float32"), np.zeros(4))

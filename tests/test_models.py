@@ -226,6 +226,7 @@ def test_bad_builder_arguments_get_clear_errors(kwargs, message):
         kzoo.lenet5(**kwargs)
 
 
+@pytest.mark.tf_backend
 def test_zfnet_normalisation_is_tensorflows_and_survives_keras_tf_keras_and_tflite(tmp_path):
     import tensorflow as tf
 

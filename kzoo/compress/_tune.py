@@ -14,6 +14,9 @@ def import_tfmot():
     every subprocess the user starts afterwards (workers, recipes) would get
     tf_keras for `tf.keras`. TFMOT keeps the tf_keras it resolved.
     """
+    from kzoo import _backend
+
+    _backend.tensorflow("kzoo.compress (TFMOT)", backend=True)
     before = os.environ.get("TF_USE_LEGACY_KERAS")
     import tensorflow_model_optimization as tfmot
 

@@ -152,7 +152,6 @@ def read_checkpoint(path) -> dict[str, np.ndarray]:
             f"Could not read the checkpoint {path!r}: it is truncated, corrupt or not a PyTorch file "
             f"({type(error).__name__}: {error}). Download or save it again."
         ) from None
-    return _state_dict(state, path)
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import tensorflow as tf
 
 # Float images may overshoot [0, 1] by this much (resampling round-off); they are clipped.
 RANGE_SLACK = 1e-3
@@ -108,6 +107,29 @@ def class_ids(labels, argument: str, *, num_classes: int | None = None, count: i
     return labels.astype(np.int32)
 
 
+def image_label_arrays(images, labels, caller: str, *, num_classes: int | None = None):
+    """Checked `(images, labels)` arrays: images (n, height, width, channels) as `unit_images(keep_uint8=True)`.
+
+    A (n, height, width) array gets one channel. `caller` names the function for messages.
+
+    Raises:
+        ValueError: For no images, lengths that differ, a wrong rank, channels-first images, or bad values.
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise ValueError(
+            f"{caller} needs images of shape (n, height, width[, channels]); got images {images.shape} "
+            f"and labels {np.shape(labels)}."
+        )
+    if looks_channels_first(images.shape[1:]):
+        raise ValueError(f"{caller} got images of shape {images.shape}, which look channels-first; kzoo "
+                         "takes channels last: np.transpose(images, (0, 2, 3, 1)).")
+    images = unit_images(images, "images", keep_uint8=True)
+    return images, class_ids(labels, "labels", num_classes=num_classes, count=len(images))
+
+
 def looks_channels_first(image_shape) -> bool:
     """True for an image shape (height, width, channels) whose first axis looks like the channels."""
     return image_shape[0] in (1, 3) and image_shape[-1] not in (1, 3, 4)
@@ -185,6 +207,8 @@ def checked_in_graph(image, label, num_classes: int | None):
     A pipeline cannot look at all its data up front, so the check runs per
     element (before the cache: once). uint8 images need no range check.
     """
+    import tensorflow as tf  # Only tf.data pipelines call this; the rest of the module is NumPy.
+
     checks = []
     if image.dtype.is_floating:
         low, high = tf.reduce_min(image), tf.reduce_max(image)
@@ -207,5 +231,5 @@ def checked_in_graph(image, label, num_classes: int | None):
         return tf.identity(image), tf.identity(label)
 
 
-__all__ = ["batches", "checked_in_graph", "class_ids", "fits_model", "is_array_pair", "looks_channels_first",
-           "top_class", "unit_images"]
+__all__ = ["batches", "checked_in_graph", "class_ids", "fits_model", "image_label_arrays", "is_array_pair",
+           "looks_channels_first", "top_class", "unit_images"]

@@ -267,19 +267,7 @@ def from_arrays(
             wrong rank, NaN or out-of-range pixels, or labels that are not
             class ids below `num_classes`; each message says what to pass.
     """
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4:
-        raise ValueError(
-            f"from_arrays needs images of shape (n, height, width[, channels]); got images {images.shape} "
-            f"and labels {np.shape(labels)}."
-        )
-    if checks.looks_channels_first(images.shape[1:]):
-        raise ValueError(f"from_arrays got images of shape {images.shape}, which look channels-first; kzoo "
-                         "takes channels last: np.transpose(images, (0, 2, 3, 1)).")
-    images = checks.unit_images(images, "images", keep_uint8=True)
-    labels = checks.class_ids(labels, "labels", num_classes=num_classes, count=len(images))
+    images, labels = checks.image_label_arrays(images, labels, "from_arrays", num_classes=num_classes)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     return pipeline(
         dataset, batch_size=batch_size, image_size=image_size, augment=augment, shuffle=shuffle,

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from kzoo import _backend
 from kzoo._training_core import outputs_probabilities
 from kzoo.data import checks
+
+_NEEDS = "kzoo.robust's attacks (input gradients by tf.GradientTape)"
 
 NORMS = ("linf", "l2")
 BATCH = 256
@@ -90,6 +93,7 @@ class PGD:
         return "fgsm" if self.steps == 1 and not self.random_start else f"pgd-{self.steps}"
 
     def __call__(self, model, images, labels=None) -> np.ndarray:
+        _backend.tensorflow(_NEEDS, backend=True)
         images = checks.unit_images(np.asarray(images), "images")
         if self.eps == 0:
             return images.astype("float32")
@@ -167,7 +171,7 @@ def craft_in_graph(logits, images, labels, attack: PGD, start=None):
     eps-ball around the images and onto [0, 1]. The result carries no
     gradient back to the weights.
     """
-    import tensorflow as tf
+    tf = _backend.tensorflow(_NEEDS, backend=True)
 
     eps = float(attack.eps)
     step = attack.step if attack.step is not None else 2.5 * eps / attack.steps
