@@ -3,6 +3,7 @@
 import logging
 import os
 
+import keras
 import numpy as np
 import pytest
 from conftest import assert_close
@@ -46,6 +47,7 @@ DETECTORS = {
 
 @pytest.fixture(scope="module")
 def fitted():
+    keras.utils.set_random_seed(0)  # The backbones' random weights: module fixtures are made before the autouse seed.
     normal = textures(12)
     return {method: build().fit(normal) for method, build in DETECTORS.items()}
 

@@ -185,3 +185,18 @@ def test_the_same_weights_give_the_same_logits_on_every_backend(name, backend, t
     assert other.shape == reference.shape == (2, 10)
     assert np.abs(reference).max() > 1e-3  # Not a dead network: the comparison means something.
     assert_close(other, reference, rtol=1e-4)
+
+
+def test_tf_data_pipelines_feed_fit_on_jax_where_tensorflow_is_installed(tmp_path):
+    facts = run_backend("jax", """
+        import json, sys
+        import keras, kzoo
+        from kzoo import data, training
+
+        train = data.load("digits", batch_size=64, augment="mnist", seed=0)
+        history = training.fit(kzoo.lenet5(), train, data.load("digits", "test", batch_size=120, shuffle=False),
+                               epochs=3, seed=0, checkpoint_dir=sys.argv[1], verbose=0)
+        print(json.dumps({"backend": keras.backend.backend(), "val_accuracy": history.history["val_accuracy"]}))
+    """, tmp_path / "run", tmp_path=tmp_path)
+    assert facts["backend"] == "jax"
+    assert facts["val_accuracy"][-1] > 0.5  # It learned from the tf.data batches.
