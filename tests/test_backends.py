@@ -187,16 +187,24 @@ def test_the_same_weights_give_the_same_logits_on_every_backend(name, backend, t
     assert_close(other, reference, rtol=1e-4)
 
 
-def test_tf_data_pipelines_feed_fit_on_jax_where_tensorflow_is_installed(tmp_path):
-    facts = run_backend("jax", """
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tf_data_pipelines_feed_fit_where_tensorflow_is_installed(backend, tmp_path):
+    facts = run_backend(backend, """
         import json, sys
         import keras, kzoo
         from kzoo import data, training
 
-        train = data.load("digits", batch_size=64, augment="mnist", seed=0)
+        train = data.load("digits", batch_size=64, seed=0)
         history = training.fit(kzoo.lenet5(), train, data.load("digits", "test", batch_size=120, shuffle=False),
                                epochs=3, seed=0, checkpoint_dir=sys.argv[1], verbose=0)
-        print(json.dumps({"backend": keras.backend.backend(), "val_accuracy": history.history["val_accuracy"]}))
+        try:
+            data.load("digits", augment="mnist")
+            refused = None
+        except kzoo._backend.TensorFlowRequiredError as error:
+            refused = str(error)
+        print(json.dumps({"backend": keras.backend.backend(), "val_accuracy": history.history["val_accuracy"],
+                          "augment": refused}))
     """, tmp_path / "run", tmp_path=tmp_path)
-    assert facts["backend"] == "jax"
+    assert facts["backend"] == backend
     assert facts["val_accuracy"][-1] > 0.5  # It learned from the tf.data batches.
+    assert "augment='mnist'" in facts["augment"] and "KERAS_BACKEND=tensorflow" in facts["augment"]
