@@ -53,7 +53,8 @@ def tensorflow(feature: str, *, backend: bool = False):
 
 
 def accelerator() -> str:
-    """"gpu", "tpu" or "cpu": what the backend computes on by default (JAX and PyTorch; TensorFlow asks tf.config)."""
+    """"gpu", "tpu" or "cpu": what JAX or PyTorch computes on by default ("cpu" on other backends; on TensorFlow,
+    `kzoo.distribute` asks tf.config and its strategies)."""
     if name() == "jax":
         import jax
 
@@ -62,8 +63,4 @@ def accelerator() -> str:
         import torch
 
         return "gpu" if torch.cuda.is_available() else "cpu"
-    if name() == "tensorflow":
-        tf = tensorflow("accelerator")
-        return "tpu" if tf.config.list_logical_devices("TPU") else "gpu" if tf.config.list_logical_devices(
-            "GPU") else "cpu"
     return "cpu"
