@@ -36,8 +36,11 @@ def run_fit(trained, train, val, *, epochs, steps_per_epoch, callbacks, verbose)
     )
 
 
-def check_data_fits(trained, train, val=None) -> None:
+def check_data_fits(trained, train, val=None) -> tuple[tuple, tuple]:
     """Refuses datasets whose images or classes do not fit a model (Keras 3 or tf_keras), before anything trains.
+
+    Returns:
+        The (images, labels) shapes of `train`'s batches (`batch_shapes`), read once.
 
     Raises:
         ValueError: For a model with several outputs, batches that are not `(images, labels)`, images of
@@ -51,10 +54,12 @@ def check_data_fits(trained, train, val=None) -> None:
             "loss_weights=[1.0, 0.3, 0.3] and labels repeated per output, or build it without aux_logits."
         )
     num_classes = trained.outputs[0].shape[-1]
+    train_shapes = None
     for name, dataset in (("train", train), ("val", val)):
         if dataset is None:
             continue
         shapes = batch_shapes(dataset, name)
+        train_shapes = train_shapes or shapes
         checks.fits_model(shapes[0][1:], trained.inputs[0].shape[1:], name)
         classes = getattr(dataset, "num_classes", None)
         if classes is not None and num_classes is not None and classes > num_classes:
@@ -62,6 +67,7 @@ def check_data_fits(trained, train, val=None) -> None:
                 f"{name} has {classes} classes but the model outputs {num_classes}: build it with "
                 f"num_classes={classes}."
             )
+    return train_shapes
 
 
 def compile_model(trained, train, val, *, library, policy, optimizer, learning_rate, weight_decay, schedule,
@@ -71,9 +77,9 @@ def compile_model(trained, train, val, *, library, policy, optimizer, learning_r
     Returns:
         `(train, val)`, with one-hot labels when label smoothing needs them.
     """
-    check_data_fits(trained, train, val)
+    train_shapes = check_data_fits(trained, train, val)  # A PyDataset's first batch is made once.
     num_classes = trained.outputs[0].shape[-1]
-    sparse = len(batch_shapes(train, "train")[1]) == 1
+    sparse = len(train_shapes[1]) == 1
     if label_smoothing and sparse:  # Keras' sparse loss has no smoothing: one-hot the labels.
         train, val = (one_hot(d, num_classes) if d is not None else None for d in (train, val))
         sparse = False

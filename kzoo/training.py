@@ -175,7 +175,8 @@ def fit(
 
 
 def _datasets(model, train, val, batch_size, seed):
-    """`(train, val)` as datasets: arrays go through `kzoo.data.from_arrays`, with the model's class count."""
+    """`(train, val)` as datasets: arrays go through `kzoo.data.from_arrays` (`ArrayBatches` off TensorFlow), with
+    the model's class count."""
     if batch_size is not None and not checks.is_array_pair(train):
         raise ValueError(f"batch_size={batch_size!r} is for (images, labels) arrays; a dataset has its own batch "
                          "size: set it where the dataset is made (kzoo.data.load(..., batch_size=...)).")
@@ -185,15 +186,11 @@ def _datasets(model, train, val, batch_size, seed):
         if not checks.is_array_pair(value):
             return value
         try:
-            if _backend.name() != "tensorflow":  # A PyDataset: no TensorFlow needed.
-                from kzoo.data.arrays import ArrayBatches
-
-                return ArrayBatches(*value, batch_size=batch_size or 32, shuffle=shuffle, seed=seed,
-                                    num_classes=num_classes)
-            from kzoo.data import from_arrays
-
-            return from_arrays(*value, batch_size=batch_size or 32, shuffle=shuffle, seed=seed,
-                               num_classes=num_classes)
+            if _backend.name() == "tensorflow":
+                from kzoo.data import from_arrays as batched
+            else:  # A PyDataset: no TensorFlow needed.
+                from kzoo.data.arrays import ArrayBatches as batched
+            return batched(*value, batch_size=batch_size or 32, shuffle=shuffle, seed=seed, num_classes=num_classes)
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
 

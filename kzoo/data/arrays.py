@@ -8,6 +8,8 @@ epoch from `seed`.
 
 from __future__ import annotations
 
+import copy
+
 import keras
 import numpy as np
 
@@ -44,8 +46,8 @@ class ArrayBatches(keras.utils.PyDataset):
 
     def with_one_hot(self) -> ArrayBatches:
         """The same batches (same order and seed state) with one-hot labels."""
-        twin = object.__new__(ArrayBatches)
-        twin.__dict__.update(self.__dict__, one_hot=True)
+        twin = copy.copy(self)
+        twin.one_hot = True
         return twin
 
     def __len__(self) -> int:
