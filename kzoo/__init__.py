@@ -16,7 +16,7 @@ import importlib.util
 __version__ = "0.1.0"
 
 _SUBMODULES = ("anomaly", "catalog", "compress", "convert", "data", "distribute", "export", "layers", "models",
-               "robust", "training", "transfer", "weights")
+               "robust", "segment", "training", "transfer", "weights")
 _NAMES_IN = {"augment": "kzoo.data", "decode_predictions": "kzoo.weights", "preprocess_input": "kzoo.weights"}
 
 

@@ -61,6 +61,7 @@ def check_data_fits(trained, train, val=None) -> tuple[tuple, tuple]:
         shapes = batch_shapes(dataset, name)
         train_shapes = train_shapes or shapes
         checks.fits_model(shapes[0][1:], trained.inputs[0].shape[1:], name)
+        _check_label_form(trained, shapes[1], name)
         classes = getattr(dataset, "num_classes", None)
         if classes is not None and num_classes is not None and classes > num_classes:
             raise ValueError(
@@ -70,15 +71,50 @@ def check_data_fits(trained, train, val=None) -> tuple[tuple, tuple]:
     return train_shapes
 
 
+def is_segmentation(model) -> bool:
+    """True for a model with per-pixel outputs (batch, height, width, classes), such as `kzoo.segment`'s."""
+    return len(model.outputs[0].shape) == 4
+
+
+def _check_label_form(trained, label_shape, name):
+    """Masks for a segmentation model (of its output's size), class ids or one-hot rows for a classifier."""
+    if is_segmentation(trained):
+        mask_size, output_size = tuple(label_shape[1:3]), tuple(trained.outputs[0].shape[1:3])
+        if len(label_shape) not in (3, 4) or (len(label_shape) == 4 and label_shape[-1] != 1):
+            raise ValueError(f"{name} gives labels of shape {tuple(label_shape)}, but {trained.name} outputs a class "
+                             "per pixel: give (images, masks) batches, masks (batch, height, width) of class ids "
+                             "(kzoo.segment.from_arrays, from_directory, load).")
+        if None not in mask_size + output_size and mask_size != output_size:
+            raise ValueError(f"{name} has masks of size {mask_size[0]}x{mask_size[1]}, but {trained.name} outputs "
+                             f"{output_size[0]}x{output_size[1]} maps: give masks of the images' size.")
+    elif len(label_shape) >= 3:
+        raise ValueError(f"{name} gives labels of shape {tuple(label_shape)}, masks it seems, but {trained.name} "
+                         "outputs one class per image: build a segmentation model (kzoo.segment.build).")
+
+
+def monitored(model) -> str:
+    """The metric `best.keras` is chosen by: "mean_iou" for segmentation, else "accuracy" (val_ when validating)."""
+    return "mean_iou" if is_segmentation(model) else "accuracy"
+
+
 def compile_model(trained, train, val, *, library, policy, optimizer, learning_rate, weight_decay, schedule,
-             warmup_epochs, epochs, steps, label_smoothing, jit_compile, steps_per_execution=1):
+                  warmup_epochs, epochs, steps, label_smoothing, jit_compile, steps_per_execution=1, loss=None):
     """Compiles `trained`, a `library` (keras or tf_keras) model, in the current scope.
+
+    A segmentation model (`is_segmentation`) gets `kzoo.segment`'s loss (with
+    the data's `ignore_class`) and metrics; `loss` replaces the chosen loss.
 
     Returns:
         `(train, val)`, with one-hot labels when label smoothing needs them.
     """
     train_shapes = check_data_fits(trained, train, val)  # A PyDataset's first batch is made once.
     num_classes = trained.outputs[0].shape[-1]
+    if is_segmentation(trained):
+        return _compile_segmentation(trained, train, val, library=library, num_classes=num_classes,
+                                     label_smoothing=label_smoothing, loss=loss, jit_compile=jit_compile,
+                                     steps_per_execution=steps_per_execution,
+                                     optimizer=make_optimizer(optimizer, learning_rate, weight_decay, schedule,
+                                                              warmup_epochs, epochs, steps, library))
     sparse = len(train_shapes[1]) == 1
     if label_smoothing and sparse:  # Keras' sparse loss has no smoothing: one-hot the labels.
         train, val = (one_hot(d, num_classes) if d is not None else None for d in (train, val))
@@ -90,8 +126,28 @@ def compile_model(trained, train, val, *, library, policy, optimizer, learning_r
             optimizer = library.mixed_precision.LossScaleOptimizer(optimizer)
     trained.compile(
         optimizer=optimizer,
-        loss=loss(trained, sparse, label_smoothing, library),
+        loss=loss or classification_loss(trained, sparse, label_smoothing, library),
         metrics=["accuracy"],
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
+    return train, val
+
+
+def _compile_segmentation(trained, train, val, *, library, num_classes, label_smoothing, loss, optimizer,
+                          jit_compile, steps_per_execution):
+    if library is not keras:
+        raise ValueError("Segmentation models train with Keras 3 (any strategy but 'multi_worker').")
+    if label_smoothing:
+        raise ValueError(f"label_smoothing={label_smoothing} is for one class per image; segmentation masks are "
+                         "not smoothed. Pass label_smoothing=0 (class weights: kzoo.segment.SegmentationLoss).")
+    from kzoo.segment import losses  # Keras only; kzoo.segment imports nothing of training.
+
+    ignore_class = getattr(train, "ignore_class", None)
+    trained.compile(
+        optimizer=optimizer,
+        loss=loss or losses.SegmentationLoss(ignore_class=ignore_class),
+        metrics=losses.metrics(num_classes, ignore_class),
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )
@@ -178,7 +234,7 @@ def outputs_probabilities(model: keras.Model) -> bool:
     return getattr(activation, "__name__", "") == "softmax"
 
 
-def loss(model, sparse: bool, label_smoothing: float, library=keras, from_logits: bool | None = None):
+def classification_loss(model, sparse: bool, label_smoothing: float, library=keras, from_logits: bool | None = None):
     """Cross-entropy for the labels (sparse or one-hot) on the model's output (probabilities or logits).
 
     `from_logits` overrides what the model's last layer says (TFMOT's wrappers hide its activation).
@@ -242,23 +298,24 @@ def learning_rate_schedule(schedule, peak, *, epochs, steps_per_epoch, warmup_ep
 
 
 def checkpoint_callbacks(checkpoint_dir, has_validation, backup_every_steps, *, library=keras, chief=True,
-                         save_best=None) -> list:
+                         save_best=None, metric: str = "accuracy") -> list:
     """The callbacks `checkpoint_dir` asks for: a `BackupAndRestore` state on every worker; on the chief,
     `best.keras`, `history.csv` (appended when resuming) and TensorBoard `logs/`.
 
     Args:
         checkpoint_dir: The folder, or None for no callbacks.
-        has_validation: Monitor "val_accuracy" for best.keras, else "accuracy".
+        has_validation: Monitor "val_<metric>" for best.keras, else "<metric>".
         backup_every_steps: Also back up every this many steps (None: each epoch).
         library: `keras`, or `tf_keras` for the multi-worker twin.
         chief: Whether this worker writes the files (every worker takes part in backups).
         save_best: `save_best(path, monitor)` makes the best-model callback; default
             `library.callbacks.ModelCheckpoint` (the twin passes one that saves the Keras 3 model).
+        metric: The metric best.keras is chosen by (`monitored`), higher being better.
     """
     if checkpoint_dir is None:
         return []
     os.makedirs(checkpoint_dir, exist_ok=True)
-    monitor = "val_accuracy" if has_validation else "accuracy"
+    monitor = f"val_{metric}" if has_validation else metric
     backup = os.path.join(checkpoint_dir, "backup")
     # A finished run deletes its backup (tf_keras' multi-worker one: the chief's sub-folder).
     resuming = os.path.isdir(backup if library is keras else os.path.join(backup, "chief"))

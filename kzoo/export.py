@@ -108,9 +108,10 @@ def to_tflite(model, path: str, *, mode: str = "float32", representative_data=No
         if verify_data is not None:
             report.update(verify(temporary, verify_data, reference=model, num_threads=num_threads))
             if min_agreement is not None and report["agreement"] < min_agreement:
+                unit = "pixels of " if len(model.outputs[0].shape) == 4 else ""
                 raise ExportError(
                     f"{mode} model agrees with the Keras model on {report['agreement']:.2%} of "
-                    f"{report['samples']} images, below min_agreement={min_agreement:.2%}; not kept."
+                    f"{unit}{report['samples']} images, below min_agreement={min_agreement:.2%}; not kept."
                 )
 
     atomic_write(path, write_and_check, ".tflite")
@@ -287,10 +288,18 @@ def verify(path: str, data, *, reference=None, num_threads: int | None = None, m
     Returns:
         samples, accuracy, median and p90 latency (ms, batch 1), and with a
         reference: its accuracy, top-1 agreement and max abs output difference.
+        For a segmentation model (per-pixel outputs; `data` of `(images,
+        masks)`) the same per pixel: "agreement" is the share of pixels whose
+        top class matches the Keras model's, "mean_iou_vs_keras" the mean IoU
+        of the file's masks against the Keras model's, and with masks
+        "mean_iou" / "keras_mean_iou" and "accuracy" / "keras_accuracy" (of
+        the pixels), `ignore_class` pixels (the data's) left out.
     """
     tflite = TFLiteModel(path, num_threads)
+    segmentation = len(tflite.output["shape"]) == 4
+    ignore_class = getattr(data, "ignore_class", None)
     outputs, expected, labels, latencies = [], [], [], []
-    for images, batch_labels in checks.batches(data, "verify data"):
+    for images, batch_labels in checks.batches(data, "verify data", masks=segmentation, ignore_class=ignore_class):
         checks.fits_model(images.shape[1:], tflite.input_shape, f"verify data (for {path})")
         if max_samples is not None:
             images = images[: max_samples - len(outputs)]
@@ -312,6 +321,9 @@ def verify(path: str, data, *, reference=None, num_threads: int | None = None, m
               "latency_ms_p90": round(float(np.percentile(latencies, 90)), 4),
               "num_threads": num_threads or os.cpu_count()}
     labels = np.concatenate(labels) if labels else None
+    if segmentation:
+        return {**report, **_segmentation_report(outputs, np.concatenate(expected) if expected else None, labels,
+                                                 ignore_class)}
     if labels is not None:
         report["accuracy"] = round(float(np.mean(predicted == labels)), 4)
     if reference is not None:
@@ -320,6 +332,28 @@ def verify(path: str, data, *, reference=None, num_threads: int | None = None, m
         report["max_abs_diff"] = float(np.abs(outputs - expected).max())
         if labels is not None:
             report["keras_accuracy"] = round(float(np.mean(expected.argmax(-1) == labels)), 4)
+    return report
+
+
+def _segmentation_report(outputs, expected, masks, ignore_class) -> dict:
+    """`verify`'s figures per pixel, with `kzoo.segment`'s IoU definitions."""
+    from kzoo.segment.evaluation import confusion_matrix, scores
+
+    num_classes = outputs.shape[-1]
+    predicted = outputs.argmax(-1)
+    report = {}
+    if masks is not None:
+        figures = scores(confusion_matrix(masks, predicted, num_classes, ignore_class))
+        report.update(mean_iou=round(figures["mean_iou"], 4), accuracy=round(figures["pixel_accuracy"], 4))
+    if expected is not None:
+        reference = expected.argmax(-1)
+        report.update(agreement=round(float(np.mean(predicted == reference)), 4),
+                      mean_iou_vs_keras=round(scores(confusion_matrix(reference, predicted, num_classes))["mean_iou"], 4),
+                      max_abs_diff=float(np.abs(outputs - expected).max()))
+        if masks is not None:
+            figures = scores(confusion_matrix(masks, reference, num_classes, ignore_class))
+            report.update(keras_mean_iou=round(figures["mean_iou"], 4),
+                          keras_accuracy=round(figures["pixel_accuracy"], 4))
     return report
 
 

@@ -52,6 +52,7 @@ def fit(
     verbose="auto",
     adversarial=None,
     adversarial_ratio: float = 1.0,
+    loss=None,
 ) -> keras.callbacks.History:
     """Trains a model and returns Keras' `History`.
 
@@ -59,9 +60,13 @@ def fit(
         model: A `keras.Model`, or a function that builds one. It is built (or
             cloned) inside the strategy's scope and under the precision policy;
             after training, the weights are copied back into a given model.
+            A segmentation model (per-pixel outputs, `kzoo.segment.build`)
+            trains on masks with `kzoo.segment.SegmentationLoss` (the data's
+            `ignore_class` left out) and reports "accuracy" (of the pixels)
+            and "mean_iou", which also chooses `best.keras`.
         train: Batched `(images, labels)` data: a tf.data dataset or a
             `keras.utils.PyDataset` (int labels, or one-hot float labels
-            after MixUp/CutMix). Its batch size is the global batch: a
+            after MixUp/CutMix; masks (batch, height, width) for segmentation). Its batch size is the global batch: a
             strategy splits each batch over all its replicas (every device
             of every worker), so the learning rate goes with it. Or a tuple
             `(images, labels)` of NumPy arrays, checked and shuffled with
@@ -120,6 +125,9 @@ def fit(
             "multi_worker".
         adversarial_ratio: Share of each batch replaced by its adversarial
             examples (1.0: all; 0.5: half adversarial, half clean).
+        loss: A Keras loss to train with instead of the one kzoo chooses (the
+            cross-entropy that fits the output and labels), e.g.
+            `kzoo.segment.SegmentationLoss(class_weights=..., dice_weight=0.5)`.
 
     Returns:
         The `History`; `history.model` is the model that was trained (under
@@ -144,7 +152,7 @@ def fit(
         core.compile_model, policy=policy, optimizer=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
         schedule=schedule, warmup_epochs=warmup_epochs, epochs=epochs,
         steps=core.steps_per_epoch(train, steps_per_epoch), label_smoothing=label_smoothing, jit_compile=jit_compile,
-        steps_per_execution=steps_per_execution,
+        steps_per_execution=steps_per_execution, loss=loss,
     )
     if distribute.is_multi_worker(distribution):
         from kzoo import _multi_worker
@@ -161,9 +169,13 @@ def fit(
     with distribution.scope() if distribution is not None else contextlib.nullcontext():
         trained = core.model_for(model, policy, one_device)
         train, val = compile_for(trained, train, val, library=keras)
+    if adversarial is not None and core.is_segmentation(trained):
+        raise ValueError("adversarial= trains classifiers (the attacks perturb toward another class per image); "
+                         f"{trained.name} is a segmentation model. Drop adversarial=.")
     undo = (objectives.adversarial_training(trained, adversarial, ratio=adversarial_ratio)
             if adversarial is not None else (lambda: None))
-    own = core.checkpoint_callbacks(checkpoint_dir, val is not None, backup_every_steps)
+    own = core.checkpoint_callbacks(checkpoint_dir, val is not None, backup_every_steps,
+                                    metric=core.monitored(trained))
     try:
         history = core.run_fit(trained, train, val, epochs=epochs, steps_per_epoch=steps_per_epoch,
                                callbacks=[*own, *callbacks], verbose=verbose)
@@ -175,8 +187,8 @@ def fit(
 
 
 def _datasets(model, train, val, batch_size, seed):
-    """`(train, val)` as datasets: arrays go through `kzoo.data.from_arrays` (`ArrayBatches` off TensorFlow), with
-    the model's class count."""
+    """`(train, val)` as datasets: arrays go through `kzoo.data.from_arrays` (`kzoo.segment.from_arrays` for a
+    segmentation model; `ArrayBatches` off TensorFlow), with the model's class count."""
     if batch_size is not None and not checks.is_array_pair(train):
         raise ValueError(f"batch_size={batch_size!r} is for (images, labels) arrays; a dataset has its own batch "
                          "size: set it where the dataset is made (kzoo.data.load(..., batch_size=...)).")
@@ -186,7 +198,9 @@ def _datasets(model, train, val, batch_size, seed):
         if not checks.is_array_pair(value):
             return value
         try:
-            if _backend.name() == "tensorflow":
+            if _backend.name() == "tensorflow" and isinstance(model, keras.Model) and core.is_segmentation(model):
+                from kzoo.segment.data import from_arrays as batched
+            elif _backend.name() == "tensorflow":
                 from kzoo.data import from_arrays as batched
             else:  # A PyDataset: no TensorFlow needed.
                 from kzoo.data.arrays import ArrayBatches as batched

@@ -43,7 +43,7 @@ def fine_tune(model, train, *, from_logits, epochs, learning_rate, validation=No
     sparse = len(train.element_spec[1].shape) == 1
     model.compile(  # Adam at a constant rate: the schedule's length (epochs, steps) plays no part.
         optimizer=core.make_optimizer("adam", learning_rate, None, "constant", None, epochs, 1, library=tf_keras),
-        loss=core.loss(model, sparse, 0.0, library=tf_keras, from_logits=from_logits),
+        loss=core.classification_loss(model, sparse, 0.0, library=tf_keras, from_logits=from_logits),
         metrics=["accuracy"],
     )
     if epochs == 0:

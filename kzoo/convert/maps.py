@@ -105,6 +105,42 @@ def googlenet_map(model) -> dict:
     return key_map
 
 
+# torchvision's segmentation heads (models/segmentation/{fcn,deeplabv3}.py) under `classifier`: FCNHead is
+# conv, BN, ReLU, dropout, score; DeepLabHead is ASPP (four branches and the image pooling, then a projection),
+# conv, BN, ReLU, score. kzoo.segment names the layers after the roles; the backbone sits under `backbone.`.
+_SEGMENTATION_NAMES = [
+    (r"^fcn_conv$", "classifier.0"), (r"^fcn_bn$", "classifier.1"), (r"^fcn_score$", "classifier.4"),
+    (r"^aspp_([0-3])_conv$", "classifier.0.convs.{0}.0"), (r"^aspp_([0-3])_bn$", "classifier.0.convs.{0}.1"),
+    (r"^aspp_pool_conv$", "classifier.0.convs.4.1"), (r"^aspp_pool_bn$", "classifier.0.convs.4.2"),
+    (r"^aspp_project_conv$", "classifier.0.project.0"), (r"^aspp_project_bn$", "classifier.0.project.1"),
+    (r"^deeplab_conv$", "classifier.1"), (r"^deeplab_bn$", "classifier.2"), (r"^deeplab_score$", "classifier.4"),
+]
+
+
+def segmentation_module(layer_name: str) -> str:
+    """torchvision's module name in an FCN or DeepLabV3 model: aspp_2_bn -> classifier.0.convs.2.1,
+    conv4_block1_2_conv -> backbone.layer3.0.conv2."""
+    for pattern, template in _SEGMENTATION_NAMES:
+        match = re.match(pattern, layer_name)
+        if match:
+            return template.format(*match.groups())
+    try:
+        return f"backbone.{resnet_module(layer_name)}"
+    except ValueError:
+        raise ValueError(f"Layer {layer_name!r} has no counterpart in torchvision's FCN or DeepLabV3 (whose "
+                         "backbones are ResNets and heads 'fcn' and 'deeplabv3').") from None
+
+
+def segmentation_map(model) -> dict:
+    """A `kzoo.segment` model's map; its frozen preprocessing layer is kept as built."""
+    return {layer.name: layer_entries(layer, segmentation_module(layer.name))
+            for layer in model.layers if layer.weights and layer.name not in FIXED_LAYERS}
+
+
+# Layers a converted model keeps as built: the frozen preprocessing of `kzoo.transfer` and `kzoo.segment` models.
+FIXED_LAYERS = ("preprocess",)
+
+
 @dataclass(frozen=True)
 class Converter:
     """How one family's torch checkpoints map onto its Keras models.
@@ -128,4 +164,6 @@ CONVERTERS = {
     **{family: Converter(lambda model: named_map(model, resnet_module), head=("fc.",))
        for family in ("resnet", "wide_resnet", "seresnet")},
     "googlenet": Converter(googlenet_map, head=("fc.",), optional=("aux1.", "aux2.")),
+    # torchvision's FCN and DeepLabV3 (kzoo.segment); their auxiliary FCN head on layer3 trains only.
+    "segmentation": Converter(segmentation_map, head=(), optional=("aux_classifier.",)),
 }

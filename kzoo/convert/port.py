@@ -21,7 +21,7 @@ Hook = Callable[[np.ndarray], np.ndarray]
 
 
 def port(model, tensors: Mapping[str, np.ndarray], key_map: Mapping[str, Sequence[str | tuple[str, Hook]]], *,
-         ignore: Sequence[str] = ("num_batches_tracked",)) -> None:
+         ignore: Sequence[str] = ("num_batches_tracked",), keep: Sequence[str] = ()) -> None:
     """Fills `model`'s layers from checkpoint tensors, every weight accounted for.
 
     Args:
@@ -33,6 +33,7 @@ def port(model, tensors: Mapping[str, np.ndarray], key_map: Mapping[str, Sequenc
             layer after a flatten also needs PyTorch's (C, H, W) order turned
             into Keras' (H, W, C)).
         ignore: Key suffixes that carry no weights (PyTorch's BatchNorm step counter).
+        keep: Names of layers with weights that the checkpoint does not fill (a frozen preprocessing layer).
 
     Raises:
         ValueError: Naming the layer and key, when a key is missing from the
@@ -64,7 +65,7 @@ def port(model, tensors: Mapping[str, np.ndarray], key_map: Mapping[str, Sequenc
             used.add(key)
         staged.append((layer, values))
     filled = {layer.name for layer, _ in staged}
-    missed = [layer.name for layer in model.layers if layer.weights and layer.name not in filled]
+    missed = [layer.name for layer in model.layers if layer.weights and layer.name not in filled | set(keep)]
     if missed:
         raise ValueError(f"{len(missed)} layers with weights are not in the key map, e.g. {missed[:3]}.")
     unused = sorted(key for key in set(tensors) - used if not key.endswith(tuple(ignore)))

@@ -107,10 +107,60 @@ def class_ids(labels, argument: str, *, num_classes: int | None = None, count: i
     return labels.astype(np.int32)
 
 
-def image_label_arrays(images, labels, caller: str, *, num_classes: int | None = None):
+def class_masks(masks, argument: str, *, num_classes: int | None = None, count: int | None = None,
+                size: tuple | None = None, ignore_class: int | None = None) -> np.ndarray:
+    """Checks segmentation masks and returns them as int32 class ids, shape (n, height, width).
+
+    Args:
+        masks: (n, height, width) or (n, height, width, 1) class ids per pixel.
+        argument: How the user named the masks, for messages.
+        num_classes: Ids must be below this (or equal `ignore_class`), when given.
+        count: The number of images the masks go with, when known.
+        size: The images' (height, width), which the masks must have, when known.
+        ignore_class: An id that marks pixels without a label (e.g. 255), allowed beyond `num_classes`.
+
+    Raises:
+        ValueError: For another rank, size or count, non-integer or negative ids, or ids of no class.
+    """
+    masks = np.asarray(masks)
+    if masks.ndim == 4 and masks.shape[-1] == 1:
+        masks = masks[..., 0]
+    if masks.ndim != 3:
+        hint = " They look like colour images: masks hold one class id per pixel." if masks.ndim == 4 else ""
+        raise ValueError(f"{argument} has shape {masks.shape}; give one mask per image, (n, height, width) class "
+                         f"ids.{hint}")
+    if count is not None and len(masks) != count:
+        raise ValueError(f"{argument} has {len(masks)} masks for {count} images; give one mask per image.")
+    if size is not None and tuple(masks.shape[1:]) != tuple(size):
+        raise ValueError(f"{argument} are {masks.shape[1]}x{masks.shape[2]} but the images are {size[0]}x{size[1]}: "
+                         "give masks of the images' size (resize them with nearest-neighbour sampling, never "
+                         "bilinear, which blends class ids).")
+    if masks.size == 0:
+        raise ValueError(f"{argument} is empty; give one mask per image.")
+    if not np.issubdtype(masks.dtype, np.number) or masks.dtype == bool:
+        raise ValueError(f"{argument} has dtype {masks.dtype}; give integer class ids 0, 1, 2, ... per pixel.")
+    if np.issubdtype(masks.dtype, np.floating) and (~np.isfinite(masks) | (masks != np.round(masks))).any():
+        raise ValueError(f"{argument} has values that are not integers; masks hold class ids per pixel (scores or "
+                         "probabilities: pass their argmax over the classes).")
+    labelled = masks if ignore_class is None else masks[masks != ignore_class]
+    if labelled.size and int(labelled.min()) < 0:
+        raise ValueError(f"{argument} has a negative class id ({int(labelled.min())}); ids run from 0 to "
+                         "num_classes - 1.")
+    if num_classes is not None and labelled.size and int(labelled.max()) >= num_classes:
+        ignored = "" if ignore_class is None else f" and ignore_class={ignore_class}"
+        raise ValueError(
+            f"{argument} has class id {int(labelled.max())}, but there are num_classes={num_classes} (ids 0 to "
+            f"{num_classes - 1}{ignored}): give the right num_classes, or mark unlabelled pixels with ignore_class."
+        )
+    return masks.astype(np.int32)
+
+
+def image_label_arrays(images, labels, caller: str, *, num_classes: int | None = None,
+                       ignore_class: int | None = None):
     """Checked `(images, labels)` arrays: images (n, height, width, channels) as `unit_images(keep_uint8=True)`.
 
-    A (n, height, width) array gets one channel. `caller` names the function for messages.
+    A (n, height, width) array gets one channel. Labels of rank 3 and more are
+    segmentation masks (`class_masks`, with `ignore_class`). `caller` names the function for messages.
 
     Raises:
         ValueError: For no images, lengths that differ, a wrong rank, channels-first images, or bad values.
@@ -127,6 +177,9 @@ def image_label_arrays(images, labels, caller: str, *, num_classes: int | None =
         raise ValueError(f"{caller} got images of shape {images.shape}, which look channels-first; kzoo "
                          "takes channels last: np.transpose(images, (0, 2, 3, 1)).")
     images = unit_images(images, "images", keep_uint8=True)
+    if np.ndim(labels) >= 3:
+        return images, class_masks(labels, "masks", num_classes=num_classes, count=len(images),
+                                   size=images.shape[1:3], ignore_class=ignore_class)
     return images, class_ids(labels, "labels", num_classes=num_classes, count=len(images))
 
 
@@ -166,7 +219,8 @@ def is_array_pair(data) -> bool:
     return isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray)
 
 
-def batches(data, argument: str, *, num_classes: int | None = None):
+def batches(data, argument: str, *, num_classes: int | None = None, masks: bool = False,
+            ignore_class: int | None = None):
     """Yields `(images, labels)` NumPy batches, images float32 in [0, 1], labels int ids or None.
 
     Args:
@@ -176,23 +230,30 @@ def batches(data, argument: str, *, num_classes: int | None = None):
             One-hot labels become class ids.
         argument: How the user named the data, for messages.
         num_classes: Label ids must be below it, when given.
+        masks: The labels are segmentation masks (`class_masks`), of the images' size.
+        ignore_class: With masks: the id of unlabelled pixels.
 
     Raises:
-        ValueError: As `unit_images` and `class_ids`, for the first bad batch.
+        ValueError: As `unit_images` and `class_ids` (`class_masks`), for the first bad batch.
     """
+
+    def checked_labels(labels, images):
+        if masks:
+            return class_masks(labels, f"{argument}'s masks", num_classes=num_classes, count=len(images),
+                               size=images.shape[1:3], ignore_class=ignore_class)
+        return class_ids(top_class(labels), f"{argument}'s labels", num_classes=num_classes, count=len(images))
+
     if isinstance(data, np.ndarray):
         yield unit_images(data, argument), None
         return
     if is_array_pair(data):
         images = unit_images(data[0], argument)
-        yield images, class_ids(data[1], f"{argument}'s labels", num_classes=num_classes, count=len(images))
+        yield images, checked_labels(data[1], images)
         return
     for batch in data:
         images, labels = batch[:2] if isinstance(batch, (tuple, list)) else (batch, None)
         images = unit_images(images, argument, whole=False)
-        if labels is not None:
-            labels = class_ids(top_class(labels), f"{argument}'s labels", num_classes=num_classes, count=len(images))
-        yield images, labels
+        yield images, None if labels is None else checked_labels(labels, images)
 
 
 def top_class(labels) -> np.ndarray:
@@ -201,11 +262,12 @@ def top_class(labels) -> np.ndarray:
     return labels.argmax(axis=1) if labels.ndim == 2 and labels.shape[1] > 1 else labels
 
 
-def checked_in_graph(image, label, num_classes: int | None):
-    """Inside a tf.data map: fails the pipeline with a clear message on a bad image or label.
+def checked_in_graph(image, label, num_classes: int | None, ignore_class: int | None = None):
+    """Inside a tf.data map: fails the pipeline with a clear message on a bad image or label (or mask).
 
     A pipeline cannot look at all its data up front, so the check runs per
-    element (before the cache: once). uint8 images need no range check.
+    element (before the cache: once). uint8 images need no range check; a
+    mask's `ignore_class` pixels may lie beyond `num_classes`.
     """
     import tensorflow as tf  # Only tf.data pipelines call this; the rest of the module is NumPy.
 
@@ -222,14 +284,21 @@ def checked_in_graph(image, label, num_classes: int | None):
             ["kzoo: a label in the dataset is not an integer class id:", label],
         ))
     label = tf.cast(label, tf.int32)
+    valid = (label >= 0) if num_classes is None else (label >= 0) & (label < num_classes)
+    if ignore_class is not None:
+        valid |= tf.equal(label, ignore_class)
+    top = "num_classes - 1" if num_classes is None else num_classes - 1
+    ignored = "" if ignore_class is None else f" (or ignore_class={ignore_class})"
     checks.append(tf.debugging.Assert(
-        tf.reduce_all(label >= 0) if num_classes is None else tf.reduce_all((label >= 0) & (label < num_classes)),
-        [f"kzoo: a label in the dataset is outside 0 to {'num_classes - 1' if num_classes is None else num_classes - 1}:",
-         label],
+        tf.reduce_all(valid),
+        [f"kzoo: a {'mask' if label.shape.rank else 'label'} in the dataset is outside 0 to {top}{ignored}; give "
+         "the right num_classes" + (", or mark unlabelled pixels with ignore_class" if label.shape.rank else "")
+         + ". Its ids:",
+         tf.unique(tf.reshape(label, [-1]))[0]],
     ))
     with tf.control_dependencies(checks):
         return tf.identity(image), tf.identity(label)
 
 
-__all__ = ["batches", "checked_in_graph", "class_ids", "fits_model", "image_label_arrays", "is_array_pair",
+__all__ = ["batches", "checked_in_graph", "class_ids", "class_masks", "fits_model", "image_label_arrays", "is_array_pair",
            "looks_channels_first", "top_class", "unit_images"]

@@ -123,14 +123,15 @@ def load(
     return dataset
 
 
-def _tfds_split(tfds_name: str, split: str, data_dir: str | None, download: bool, shuffle_files: bool):
+def _tfds_split(tfds_name: str, split: str, data_dir: str | None, download: bool, shuffle_files: bool,
+                as_supervised: bool = True):
     """Returns `(dataset, builder)`, preparing the dataset first if needed and possible."""
     import tensorflow_datasets as tfds  # Heavy: only when a TFDS dataset is asked for.
 
     builder = tfds.builder(tfds_name, data_dir=data_dir)
 
     def read():
-        return builder.as_dataset(split=split, as_supervised=True, shuffle_files=shuffle_files)
+        return builder.as_dataset(split=split, as_supervised=as_supervised, shuffle_files=shuffle_files)
 
     try:
         return read(), builder  # Prepared already (or mocked by tfds.testing.mock_data).

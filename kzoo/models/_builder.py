@@ -65,6 +65,8 @@ def _docstring(family: Family, name: str, spec) -> str:
         default_input=family.default_input, min_size=f"{size}x{size}",
         none_sizes="" if family.flatten_head else " (None for any size)",
         default_classes=family.default_classes, strides=", ".join(map(str, family.stage_strides)),
+        output_strides=(" or ".join(map(str, family.output_strides)) + f" (default {family.stage_strides[-1]})"
+                        if family.output_strides else f"{family.stage_strides[-1]} only, this family does not dilate"),
     )
     lines = [spec.doc, "", f"{family.paper}.", "", "Args:"]
     lines += [f"    {argument}: {doc.format(**values)}" for argument, doc in _common.ARGUMENT_DOCS.items()]

@@ -35,6 +35,7 @@ class Options:
     name: str
     features_only: bool
     out_indices: tuple[int, ...]
+    output_stride: int
 
 
 def resolve_options(
@@ -51,6 +52,7 @@ def resolve_options(
     name: str | None = None,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
+    output_stride: int | None = None,
 ) -> Options:
     """Checks the common builder arguments and fills in the model's defaults.
 
@@ -84,6 +86,7 @@ def resolve_options(
             )
         include_top = False
     out_indices = _resolve_out_indices(out_indices, len(family.stage_strides), features_only)
+    output_stride = _resolve_output_stride(variant, family, output_stride)
     input_shape = _resolve_input_shape(
         variant, entry, input_shape, input_tensor, include_top, flatten_head
     )
@@ -116,6 +119,7 @@ def resolve_options(
         name=name or variant,
         features_only=features_only,
         out_indices=out_indices,
+        output_stride=output_stride,
     )
 
 
@@ -135,6 +139,9 @@ ARGUMENT_DOCS = {
     "name": "Model name; defaults to the model's registry name.",
     "features_only": "Return the stage feature maps (strides {strides}) instead of the classifier.",
     "out_indices": "Which stages to return with features_only (default: all).",
+    "output_stride": "Stride of the last feature map: {output_strides}. Below the model's own, the last "
+                     "stages keep their resolution and dilate their convolutions instead (same weights), "
+                     "as segmentation heads want.",
 }
 
 
@@ -166,6 +173,23 @@ def _resolve_out_indices(out_indices, num_stages: int, features_only: bool) -> t
             f"{list(valid)} (this model has {num_stages} stages)."
         )
     return out_indices
+
+
+def _resolve_output_stride(variant, family, output_stride) -> int:
+    native = family.stage_strides[-1]
+    if output_stride is None or output_stride == native:
+        return native
+    allowed = family.output_strides or (native,)
+    if isinstance(output_stride, bool) or output_stride not in allowed:
+        dilatable = sorted({_registry.model_entry(name).family.name for name in _registry.list_models()
+                            if _registry.model_entry(name).family.output_strides})
+        can = (f"it runs at output_stride {', '.join(map(str, allowed))}" if family.output_strides else
+               f"its strides cannot be replaced by dilation, so it runs at output_stride={native} only")
+        raise ValueError(
+            f"output_stride={output_stride!r} is not possible for {variant}: {can}. Pick one of those, or a "
+            f"backbone of a family that dilates ({', '.join(dilatable)})."
+        )
+    return output_stride
 
 
 def _resolve_input_shape(variant, entry, input_shape, input_tensor, include_top, flatten_head):
@@ -260,7 +284,7 @@ def assemble(opts: Options, inputs, outputs, stages: Sequence) -> keras.Model:
 def feature_info(opts: Options, stage_layers) -> tuple[_registry.FeatureInfo, ...]:
     """The `FeatureInfo` of every stage, from `(layer name, channels)` pairs in stage order."""
     strides = _registry.model_entry(opts.variant).family.stage_strides
-    return tuple(_registry.FeatureInfo(stage, layer, channels, stride)
+    return tuple(_registry.FeatureInfo(stage, layer, channels, min(stride, opts.output_stride))
                  for stage, ((layer, channels), stride) in enumerate(zip(stage_layers, strides)))
 
 

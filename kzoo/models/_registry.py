@@ -35,6 +35,10 @@ class Family:
         flatten_head: The classifier flattens the last feature map, so the
             top needs a fixed input size.
         default_classes: Number of classes when the user gives none.
+        output_strides: The `output_stride` values the family can run at,
+            by replacing the strides of its last stages with dilation (as
+            torchvision's `replace_stride_with_dilation` and timm's
+            `output_stride` do); empty: only its own, the last stage stride.
     """
 
     name: str
@@ -45,6 +49,7 @@ class Family:
     stage_strides: tuple[int, ...]
     flatten_head: bool = False
     default_classes: int = 1000
+    output_strides: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,12 @@
   seresnet50/101/152 (squeeze-and-excitation after the last BN, before the add).
 - "cifar" (resnet20 ... resnet110) is the paper's CIFAR-10 network: 16-32-64
   filters, 3 stages of n basic blocks, parameter-free shortcuts (option A).
+
+Every block type takes `output_stride`: a stride that would take the trunk
+past it becomes dilation of the 3x3 convolutions from there on, as timm's
+`output_stride` does (the block that would have strided keeps the previous
+dilation; torchvision's `replace_stride_with_dilation` is the same for its
+Bottleneck). The weights do not change.
 """
 
 from __future__ import annotations
@@ -39,6 +45,11 @@ RESNET_SPECS = {
     "resnet18": ResNetSpec("basic", (2, 2, 2, 2), "ResNet-18, torchvision layout: basic blocks, 11,689,512 parameters."),
     "resnet34": ResNetSpec("basic", (3, 4, 6, 3), "ResNet-34, torchvision layout: basic blocks, 21,797,672 parameters."),
     "resnet50": ResNetSpec("bottleneck", (3, 4, 6, 3), "ResNet-50 v1, as keras.applications.ResNet50; ImageNet weights."),
+    "resnet50_tv": ResNetSpec("torch_bottleneck", (3, 4, 6, 3), "ResNet-50 v1.5, torchvision layout (stride on the "
+                              "3x3, no conv bias): the backbone of torchvision's FCN and DeepLabV3; 25,557,032 "
+                              "parameters."),
+    "resnet101_tv": ResNetSpec("torch_bottleneck", (3, 4, 23, 3), "ResNet-101 v1.5, torchvision layout: the "
+                               "backbone of torchvision's FCN and DeepLabV3; 44,549,160 parameters."),
     "resnet101": ResNetSpec("bottleneck", (3, 4, 23, 3), "ResNet-101 v1, as keras.applications.ResNet101; ImageNet weights."),
     "resnet152": ResNetSpec("bottleneck", (3, 8, 36, 3), "ResNet-152 v1, as keras.applications.ResNet152; ImageNet weights."),
     "resnet50_v2": ResNetSpec("preact", (3, 4, 6, 3),
@@ -81,9 +92,9 @@ def build_resnet(opts: _common.Options, spec: ResNetSpec) -> keras.Model:
     """Builds a ResNet from its spec row: global average pooling and the classifier on top of the trunk."""
     inputs, x = _common.model_input(opts)
     if spec.block == "cifar":
-        x, stages = _cifar_trunk(x, spec.blocks_per_stage)
+        x, stages = _cifar_trunk(x, spec.blocks_per_stage, _Strides(1, opts.output_stride))
     else:
-        x, stages = _imagenet_trunk(x, spec)
+        x, stages = _imagenet_trunk(x, spec, _Strides(4, opts.output_stride))
     if opts.include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = _common.classifier(opts)(x)
@@ -93,7 +104,24 @@ def build_resnet(opts: _common.Options, spec: ResNetSpec) -> keras.Model:
     return _common.assemble(opts, inputs, x, stages)
 
 
-def _imagenet_trunk(x, spec: ResNetSpec):
+class _Strides:
+    """The trunk's stride so far and the dilation of its 3x3s: a stride past `output_stride` becomes dilation."""
+
+    def __init__(self, stride: int, output_stride: int):
+        self.stride, self.output_stride, self.dilation = stride, output_stride, 1
+
+    def step(self, stride: int) -> tuple[int, tuple[int, int]]:
+        """A block asked to stride by `stride`: its stride and `(first, rest)` dilations of its 3x3s."""
+        first = self.dilation
+        if stride > 1 and self.stride * stride > self.output_stride:
+            self.dilation *= stride
+            stride = 1
+        else:
+            self.stride *= stride
+        return stride, (first, self.dilation)
+
+
+def _imagenet_trunk(x, spec: ResNetSpec, strides: _Strides):
     """7x7 stem, max pool, four stages; returns the last map and one per stride."""
     preact = spec.block == "preact"
     torch_style = spec.block in ("basic", "torch_bottleneck")
@@ -114,11 +142,12 @@ def _imagenet_trunk(x, spec: ResNetSpec):
                 stride = 2 if block == blocks and index != last_stage else 1
                 if stride == 2:
                     stages.append(x)
-                x = _preact_bottleneck(x, filters, stride, block == 1, f"{stage}_block{block}")
+                stride, dilation = strides.step(stride)
+                x = _preact_bottleneck(x, filters, stride, block == 1, f"{stage}_block{block}", dilation)
         else:
             for block in range(1, blocks + 1):
-                stride = 2 if block == 1 and index > 0 else 1
-                x = _BLOCKS[spec.block](x, filters, stride, f"{stage}_block{block}", spec)
+                stride, dilation = strides.step(2 if block == 1 and index > 0 else 1)
+                x = _BLOCKS[spec.block](x, filters, stride, f"{stage}_block{block}", spec, dilation)
             stages.append(x)
     if preact:
         x = layers.BatchNormalization(**_KERAS_BN, name="post_bn")(x)
@@ -127,7 +156,7 @@ def _imagenet_trunk(x, spec: ResNetSpec):
     return x, stages
 
 
-def _cifar_trunk(x, blocks_per_stage):
+def _cifar_trunk(x, blocks_per_stage, strides: _Strides):
     """3x3 stem and three stages of basic blocks; returns the last map and each stage's."""
     x = layers.Conv2D(CIFAR_WIDTHS[0], 3, padding="same", use_bias=False, name="conv1_conv")(x)
     x = layers.BatchNormalization(**_TORCH_BN, name="conv1_bn")(x)
@@ -135,22 +164,23 @@ def _cifar_trunk(x, blocks_per_stage):
     stages = []
     for index, (blocks, filters) in enumerate(zip(blocks_per_stage, CIFAR_WIDTHS)):
         for block in range(1, blocks + 1):
-            stride = 2 if block == 1 and index > 0 else 1
-            x = _basic_block(x, filters, stride, f"conv{index + 2}_block{block}", zero_pad_shortcut=True)
+            stride, dilation = strides.step(2 if block == 1 and index > 0 else 1)
+            x = _basic_block(x, filters, stride, f"conv{index + 2}_block{block}", dilation=dilation,
+                             zero_pad_shortcut=True)
         stages.append(x)
     return x, stages
 
 
-def _bottleneck(x, filters, stride, name, spec=None):
+def _bottleneck(x, filters, stride, name, spec=None, dilation=(1, 1)):
     """keras.applications' residual_block_v1: 1x1 (strided), 3x3, 1x1 x4, post-add ReLU."""
     shortcut = _shortcut(x, 4 * filters, stride, name, torch_style=False)
     x = _conv_bn(x, filters, 1, stride, f"{name}_1", torch_style=False)
-    x = _conv_bn(x, filters, 3, 1, f"{name}_2", torch_style=False)
+    x = _conv_bn(x, filters, 3, 1, f"{name}_2", torch_style=False, dilation=dilation[0])
     x = _conv_bn(x, 4 * filters, 1, 1, f"{name}_3", torch_style=False, relu=False)
     return _add_relu(shortcut, x, name)
 
 
-def _preact_bottleneck(x, filters, stride, first, name):
+def _preact_bottleneck(x, filters, stride, first, name, dilation=(1, 1)):
     """keras.applications' residual_block_v2: BN-ReLU first, stride in the 3x3."""
     preact = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_preact_bn")(x)
     preact = layers.Activation("relu", name=f"{name}_preact_relu")(preact)
@@ -163,15 +193,15 @@ def _preact_bottleneck(x, filters, stride, first, name):
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_1_conv")(preact)
     x = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_1_bn")(x)
     x = layers.Activation("relu", name=f"{name}_1_relu")(x)
-    x = layers.ZeroPadding2D(1, name=f"{name}_2_pad")(x)
-    x = layers.Conv2D(filters, 3, strides=stride, use_bias=False, name=f"{name}_2_conv")(x)
+    x = layers.ZeroPadding2D(dilation[0], name=f"{name}_2_pad")(x)
+    x = layers.Conv2D(filters, 3, strides=stride, dilation_rate=dilation[0], use_bias=False, name=f"{name}_2_conv")(x)
     x = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_2_bn")(x)
     x = layers.Activation("relu", name=f"{name}_2_relu")(x)
     x = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
     return layers.Add(name=f"{name}_out")([shortcut, x])
 
 
-def _basic_block(x, filters, stride, name, spec=None, zero_pad_shortcut=False):
+def _basic_block(x, filters, stride, name, spec=None, dilation=(1, 1), zero_pad_shortcut=False):
     """torchvision's BasicBlock: two 3x3 convs; projection (or zero-pad) shortcut on a shape change."""
     if zero_pad_shortcut and (stride != 1 or x.shape[-1] != filters):
         # Option A of He et al. 2015: subsample, then append zero channels. Built
@@ -184,17 +214,17 @@ def _basic_block(x, filters, stride, name, spec=None, zero_pad_shortcut=False):
         )
     else:
         shortcut = _shortcut(x, filters, stride, name, torch_style=True)
-    x = _conv_bn(x, filters, 3, stride, f"{name}_1", torch_style=True)
-    x = _conv_bn(x, filters, 3, 1, f"{name}_2", torch_style=True, relu=False)
+    x = _conv_bn(x, filters, 3, stride, f"{name}_1", torch_style=True, dilation=dilation[0])
+    x = _conv_bn(x, filters, 3, 1, f"{name}_2", torch_style=True, relu=False, dilation=dilation[1])
     return _add_relu(shortcut, x, name)
 
 
-def _torch_bottleneck(x, filters, stride, name, spec):
+def _torch_bottleneck(x, filters, stride, name, spec, dilation=(1, 1)):
     """torchvision's Bottleneck (stride on the 3x3, no conv bias), wide by `base_width`, with timm's SE if asked."""
     width, out = filters * spec.base_width // 64, 4 * filters
     shortcut = _shortcut(x, out, stride, name, torch_style=True)
     x = _conv_bn(x, width, 1, 1, f"{name}_1", torch_style=True)
-    x = _conv_bn(x, width, 3, stride, f"{name}_2", torch_style=True)
+    x = _conv_bn(x, width, 3, stride, f"{name}_2", torch_style=True, dilation=dilation[0])
     x = _conv_bn(x, out, 1, 1, f"{name}_3", torch_style=True, relu=False)
     if spec.squeeze_excite:
         x = _squeeze_excite(x, name)
@@ -208,15 +238,15 @@ def _shortcut(x, channels, stride, name, torch_style):
     return _conv_bn(x, channels, 1, stride, f"{name}_0", torch_style=torch_style, relu=False)
 
 
-def _conv_bn(x, filters, kernel, stride, name, *, torch_style, relu=True):
+def _conv_bn(x, filters, kernel, stride, name, *, torch_style, relu=True, dilation=1):
     """Convolution, BatchNorm and ReLU: torch style (no bias, torch's BN settings, symmetric padding when
-    strided) or keras.applications' (bias, its BN epsilon)."""
+    strided) or keras.applications' (bias, its BN epsilon). A dilated convolution never strides."""
     if kernel > 1 and stride > 1:
         x = layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
         x = layers.Conv2D(filters, kernel, strides=stride, use_bias=not torch_style, name=f"{name}_conv")(x)
     else:
         x = layers.Conv2D(filters, kernel, strides=stride, padding="same" if kernel > 1 else "valid",
-                          use_bias=not torch_style, name=f"{name}_conv")(x)
+                          dilation_rate=dilation, use_bias=not torch_style, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(**(_TORCH_BN if torch_style else _KERAS_BN), name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
 
@@ -244,16 +274,16 @@ _BLOCKS = {"basic": _basic_block, "bottleneck": _bottleneck, "torch_bottleneck":
 IMAGENET_RESNET = Family("resnet", build_resnet, paper=(
     "He et al. 2015, Deep Residual Learning for Image Recognition "
     "(v2: He et al. 2016, Identity Mappings in Deep Residual Networks)"),
-    default_input=(224, 224, 3), min_size=32, stage_strides=(2, 4, 8, 16, 32))
+    default_input=(224, 224, 3), min_size=32, stage_strides=(2, 4, 8, 16, 32), output_strides=(8, 16, 32))
 CIFAR_RESNET = Family("resnet_cifar", build_resnet, paper=(
     "He et al. 2015, Deep Residual Learning for Image Recognition, section 4.2 (CIFAR-10)"),
-    default_input=(32, 32, 3), min_size=4, stage_strides=(1, 2, 4), default_classes=10)
+    default_input=(32, 32, 3), min_size=4, stage_strides=(1, 2, 4), default_classes=10, output_strides=(1, 2, 4))
 WIDE_RESNET = Family("wide_resnet", build_resnet, paper=(
     "Zagoruyko & Komodakis 2016, Wide Residual Networks (torchvision's ImageNet layout)"),
-    default_input=(224, 224, 3), min_size=32, stage_strides=(2, 4, 8, 16, 32))
+    default_input=(224, 224, 3), min_size=32, stage_strides=(2, 4, 8, 16, 32), output_strides=(8, 16, 32))
 SE_RESNET = Family("seresnet", build_resnet, paper=(
     "Hu et al. 2018, Squeeze-and-Excitation Networks (timm's SE-ResNet layout)"),
-    default_input=(224, 224, 3), min_size=32, stage_strides=(2, 4, 8, 16, 32))
+    default_input=(224, 224, 3), min_size=32, stage_strides=(2, 4, 8, 16, 32), output_strides=(8, 16, 32))
 globals().update(register_family(IMAGENET_RESNET, RESNET_SPECS))
 globals().update(register_family(WIDE_RESNET, WIDE_RESNET_SPECS))
 globals().update(register_family(SE_RESNET, SE_RESNET_SPECS))

@@ -139,7 +139,7 @@ def feature_extractor(backbone, *, weights="imagenet", input_shape=None, pooling
 
 
 def pretrained_backbone(backbone, *, weights="imagenet", input_shape=None, preprocessing="auto",
-                        out_indices=None) -> keras.Model:
+                        out_indices=None, output_stride=None) -> keras.Model:
     """The preprocessing its weights expect and the backbone, as one flat model from images in [0, 1].
 
     What `build`, `feature_extractor` and `kzoo.anomaly`'s detectors start from.
@@ -149,6 +149,7 @@ def pretrained_backbone(backbone, *, weights="imagenet", input_shape=None, prepr
         out_indices: None for the last feature map (`include_top=False`), or
             the stages (`model.feature_info` indices) whose maps to return,
             as `features_only=True, out_indices=...` does.
+        output_stride: The builders' `output_stride` (dilated last stages), or None for the model's own.
 
     Returns:
         A functional model carrying the backbone's `feature_info` (of the
@@ -159,6 +160,8 @@ def pretrained_backbone(backbone, *, weights="imagenet", input_shape=None, prepr
     input_shape = tuple(input_shape) if input_shape is not None else entry.default_input
     mode = _preprocessing_mode(backbone_name, weights, preprocessing, input_shape)
     stages = {} if out_indices is None else dict(features_only=True, out_indices=tuple(out_indices))
+    if output_stride is not None:
+        stages["output_stride"] = output_stride
     # Built once with its weights (the builder checks the file and names the
     # first layer that does not fit), then again on the preprocessed input, so
     # the backbone's layers sit in the same graph as the preprocessing and the

@@ -179,13 +179,8 @@ def load_weights(model: keras.Model, model_name: str, weights: str | None, *, in
         return
     path = weights if looks_like_path(weights) else fetch(get_record(model_name, weights).file(include_top))
     if path.endswith(_CHECKPOINT_SUFFIXES):
-        cache = os.path.join(_keras_home(), "models")
-        if os.path.dirname(os.path.abspath(path)) != os.path.abspath(cache):
-            from kzoo import convert
-
-            convert.load_checkpoint(model, family, path)
-            return
-        path = _converted(model, family, path)
+        load_checkpoint_file(model, family, path)
+        return
     if path.endswith((".h5", ".hdf5")) and not path.endswith(".weights.h5"):
         _check_legacy_h5_fits(model, path)
     try:
@@ -204,6 +199,21 @@ def load_weights(model: keras.Model, model_name: str, weights: str | None, *, in
             f"Check that the file was saved from {model_name} with the same "
             f"include_top, num_classes and input channels. Keras said: {keras_said}"
         ) from error
+
+
+def load_checkpoint_file(model: keras.Model, family: str, path: str) -> None:
+    """Loads a torchvision/timm checkpoint through `kzoo.convert`'s map for `family`.
+
+    A downloaded file (in the Keras cache) is converted once and kept beside
+    it as a `.weights.h5`, which later loads read instead.
+    """
+    cache = os.path.join(_keras_home(), "models")
+    if os.path.dirname(os.path.abspath(path)) != os.path.abspath(cache):
+        from kzoo import convert
+
+        convert.load_checkpoint(model, family, path)
+        return
+    model.load_weights(_converted(model, family, path))
 
 
 def _keras_home() -> str:

@@ -183,11 +183,67 @@ RECORDS: dict[tuple[str, str], WeightsRecord] = {
         _torchvision("vgg19_bn", "vgg19_bn-c79401a0.pth", 74.218, 91.842),
         _torchvision("resnet18", "resnet18-f37072fd.pth", 69.758, 89.078),
         _torchvision("resnet34", "resnet34-b627a593.pth", 73.314, 91.420),
+        _torchvision("resnet50_tv", "resnet50-0676ba61.pth", 76.130, 92.862),
+        _torchvision("resnet101_tv", "resnet101-63fe2227.pth", 77.374, 93.546),
         # torchvision's GoogLeNet weights come with transform_input: the network sees 2x - 1, the "tf" mode.
         _torchvision("googlenet", "googlenet-1378be20.pth", 69.778, 89.530, preprocessing="tf"),
         _torchvision("wide_resnet50_2", "wide_resnet50_2-95faca4d.pth", 78.468, 94.086),
         _torchvision("wide_resnet101_2", "wide_resnet101_2-32ee1156.pth", 78.848, 94.284),
         _timm("seresnet50", "seresnet50.ra2_in1k", 80.26, 95.08),
+    ]
+}
+
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
+_TORCHVISION_SEGMENTATION_ACCURACY = ("https://pytorch.org/vision/stable/models.html#semantic-segmentation (COCO "
+                                      "val2017 subset with the 20 VOC categories, resized to 520)")
+
+
+@dataclass(frozen=True)
+class SegmentationRecord:
+    """Pretrained weights of a whole segmentation model (`kzoo.segment.build(backbone, head=head, weights=tag)`).
+
+    Attributes:
+        backbone, head, tag: What selects it.
+        file: The checkpoint (converted by `kzoo.convert` once, then cached).
+        class_names: The label set, in id order (so `num_classes` is its length).
+        output_stride: The backbone's output stride the weights were trained at.
+        preprocessing: As `WeightsRecord.preprocessing`.
+        mean_iou, pixel_accuracy: Published figures, percent.
+        accuracy_source, source, format, licence: As in `WeightsRecord`.
+    """
+
+    backbone: str
+    head: str
+    tag: str
+    file: WeightsFile
+    class_names: tuple[str, ...]
+    output_stride: int
+    preprocessing: str
+    mean_iou: float
+    pixel_accuracy: float
+    accuracy_source: str = _TORCHVISION_SEGMENTATION_ACCURACY
+    source: str = "torchvision"
+    format: str = "torch"
+    licence: str = "BSD-3-Clause (torchvision); trained on COCO (CC BY 4.0 annotations)"
+
+
+def _torchvision_segmentation(backbone, head, file_name, mean_iou, pixel_accuracy):
+    file = WeightsFile(f"{_TORCHVISION_BASE}{file_name}", file_name, None, sha256=file_name.rsplit("-", 1)[1][:-4])
+    return SegmentationRecord(backbone, head, "coco_voc", file, VOC_CLASSES, output_stride=8, preprocessing="torch",
+                              mean_iou=mean_iou, pixel_accuracy=pixel_accuracy)
+
+
+# torchvision's COCO_WITH_VOC_LABELS_V1 weights (torchvision/models/segmentation/{fcn,deeplabv3}.py): ResNet v1.5
+# backbones dilated to output stride 8, torchvision's FCNHead ("fcn") or DeepLabHead (ASPP at rates 12/24/36).
+SEGMENTATION_RECORDS: dict[tuple[str, str, str], SegmentationRecord] = {
+    (r.backbone, r.head, r.tag): r
+    for r in [
+        _torchvision_segmentation("resnet50_tv", "fcn", "fcn_resnet50_coco-1167a1af.pth", 60.5, 91.4),
+        _torchvision_segmentation("resnet101_tv", "fcn", "fcn_resnet101_coco-7ecb50ca.pth", 63.7, 91.9),
+        _torchvision_segmentation("resnet50_tv", "deeplabv3", "deeplabv3_resnet50_coco-cd0a2569.pth", 66.4, 92.4),
+        _torchvision_segmentation("resnet101_tv", "deeplabv3", "deeplabv3_resnet101_coco-586e9e4e.pth", 67.4, 92.4),
     ]
 }
 
