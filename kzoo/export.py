@@ -165,7 +165,7 @@ def _configure(converter, mode, samples):
 def _images(data, input_shape, limit, argument):
     """Up to `limit` single images from batches (or `(images, labels)` batches, or an array), checked."""
     images = []
-    for batch, _ in checks.batches(data, argument):
+    for batch, _ in checks.batches(data, argument, masks="auto"):  # Labels (or masks) are not used.
         checks.fits_model(batch.shape[1:], input_shape, argument)
         images.extend(batch[: limit - len(images)])
         if len(images) >= limit:

@@ -22,7 +22,7 @@ with native_stderr_hidden(VERBOSE):
     import tensorflow  # noqa: F401
 
 RECIPES = ("mnist_lenet", "cifar10_resnet", "compress_and_export", "transfer_learning", "anomaly_detection",
-           "adversarial_mnist")
+           "adversarial_mnist", "segment_pets")
 
 # flag -> (argparse keyword arguments without the default, help text). Defaults are each recipe's own.
 FLAGS = {

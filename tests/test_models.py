@@ -93,6 +93,7 @@ EXPECTED_PARAMS = {
     "googlenet": ("trainable", 6_624_904),
     "zfnet": ("trainable", 62_357_608),
     "wide_resnet50_2": ("trainable", 68_883_240), "wide_resnet101_2": ("trainable", 126_886_696),
+    "resnet50_tv": ("trainable", 25_557_032), "resnet101_tv": ("trainable", 44_549_160),
     "seresnet50": ("trainable", 28_088_024), "seresnet101": ("trainable", 49_326_872),
     "seresnet152": ("trainable", 66_821_848),
 }

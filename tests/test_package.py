@@ -83,8 +83,8 @@ def test_kzoo_list_and_info_start_without_tensorflow_and_print_nothing_on_stderr
 def test_kzoo_list_prints_matching_models_and_their_weights(capsys):
     assert cli.main(["list", "resnet5*"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["resnet50", "resnet50_v2", "resnet56"]
-    assert "imagenet" in lines[0] and "weights: -" in lines[2]
+    assert [line.split()[0] for line in lines] == ["resnet50", "resnet50_tv", "resnet50_v2", "resnet56"]
+    assert "imagenet" in lines[0] and "imagenet" in lines[1] and "weights: -" in lines[3]
 
 
 def test_kzoo_list_details_aligns_its_columns_whether_or_not_a_model_has_weights(capsys):

@@ -271,3 +271,28 @@ def test_adversarial_mnist_quick_trains_both_models_attacks_them_and_exports(tmp
             "standard_int8.tflite", "adversarial_int8.tflite"} <= set(os.listdir(out))
     refused = run_recipe("adversarial_mnist.py", "--eps", "-0.1", "--output", str(tmp_path / "x"))
     assert refused.returncode == 2 and "--eps -0.1" in refused.stderr
+
+
+@pytest.mark.slow
+def test_segment_pets_quick_trains_on_digit_canvases_and_exports_a_verified_int8_file(tmp_path):
+    out = tmp_path / "run"
+    result = run_recipe("segment_pets.py", "--quick", "--export", "int8", "--output", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {"model.keras", "metrics.json", "curves.png", "segmentation.png", "checkpoints"} <= set(os.listdir(out))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backbone"] == "resnet20" and metrics["head"] == "unet" and metrics["epochs"] == 2
+    assert len(metrics["iou_per_class"]) == 11 and metrics["num_images"] == 24
+    assert 0.0 <= metrics["mean_iou"] <= 1.0 and metrics["export"]["mode"] == "int8"
+    assert (out / f"{metrics['model']}_int8.tflite").exists() and metrics["export"]["agreement"] > 0.5
+
+
+def test_segment_pets_offline_without_the_dataset_says_what_to_do_in_flags(tmp_path, monkeypatch, capsys):
+    segment_pets = recipe_module("segment_pets", monkeypatch)
+    with pytest.raises(SystemExit) as stop:
+        segment_pets.main(["--offline", "--data-dir", str(tmp_path / "tfds"), "--output", str(tmp_path / "run")])
+    assert stop.value.code == EXIT_UNAVAILABLE
+    message = capsys.readouterr().err
+    assert "oxford_iiit_pet is not prepared in" in message and "--images/--masks" in message and "--quick" in message
+    with pytest.raises(SystemExit) as stop:
+        segment_pets.main(["--images", str(tmp_path), "--output", str(tmp_path / "run")])
+    assert stop.value.code == 2 and "--images needs --masks DIR and --num-classes N" in capsys.readouterr().err

@@ -229,7 +229,7 @@ def test_every_imagenet_model_of_the_chart_has_weights():
     assert published == {
         "alexnet", "googlenet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet50_v2", "resnet101_v2",
-        "resnet152_v2", "wide_resnet50_2", "wide_resnet101_2", "seresnet50",
+        "resnet152_v2", "wide_resnet50_2", "wide_resnet101_2", "seresnet50", "resnet50_tv", "resnet101_tv",
     }
     assert weights_lib.get_record("googlenet").preprocessing == "tf"  # torchvision's transform_input: 2x - 1.
     assert weights_lib.get_record("resnet18").preprocessing == "torch"

@@ -219,7 +219,7 @@ def is_array_pair(data) -> bool:
     return isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray)
 
 
-def batches(data, argument: str, *, num_classes: int | None = None, masks: bool = False,
+def batches(data, argument: str, *, num_classes: int | None = None, masks: bool | str = False,
             ignore_class: int | None = None):
     """Yields `(images, labels)` NumPy batches, images float32 in [0, 1], labels int ids or None.
 
@@ -230,7 +230,8 @@ def batches(data, argument: str, *, num_classes: int | None = None, masks: bool 
             One-hot labels become class ids.
         argument: How the user named the data, for messages.
         num_classes: Label ids must be below it, when given.
-        masks: The labels are segmentation masks (`class_masks`), of the images' size.
+        masks: The labels are segmentation masks (`class_masks`), of the images' size;
+            "auto": labels of rank 3 and more are.
         ignore_class: With masks: the id of unlabelled pixels.
 
     Raises:
@@ -238,7 +239,7 @@ def batches(data, argument: str, *, num_classes: int | None = None, masks: bool 
     """
 
     def checked_labels(labels, images):
-        if masks:
+        if masks is True or (masks == "auto" and np.ndim(labels) >= 3):
             return class_masks(labels, f"{argument}'s masks", num_classes=num_classes, count=len(images),
                                size=images.shape[1:3], ignore_class=ignore_class)
         return class_ids(top_class(labels), f"{argument}'s labels", num_classes=num_classes, count=len(images))

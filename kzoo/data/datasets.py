@@ -102,7 +102,7 @@ def load(
     """
     info = DATASETS.get(name)
     if name == "digits":
-        images, labels = _digits(split)
+        images, labels = digits_arrays(split)
         dataset = from_arrays(
             images, labels, batch_size=batch_size, image_size=image_size, augment=augment,
             shuffle=shuffle, cache=cache, seed=seed, num_classes=10,
@@ -170,8 +170,9 @@ def _reachable(address, timeout: float = 3.0) -> bool:
         return False
 
 
-def _digits(split: str):
-    """scikit-learn's 8x8 digits (values 0-16), upsampled to 28x28x1 in [0, 1]."""
+def digits_arrays(split: str = "all"):
+    """scikit-learn's 8x8 digits (values 0-16), upsampled to 28x28x1 in [0, 1]: `(images, labels)` of a split
+    ("train": the first 1,437, "test": the last 360, "all"; sliceable as TFDS splits are)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()

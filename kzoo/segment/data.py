@@ -169,15 +169,23 @@ def from_arrays(images, masks, *, batch_size: int = 16, image_size=None, augment
 
 def from_directory(images: str, masks: str, *, num_classes: int, image_size=256, batch_size: int = 16,
                    augment=None, shuffle: bool = True, cache: bool | str = True, seed: int | None = None,
-                   ignore_class: int | None = None) -> tf.data.Dataset:
+                   ignore_class: int | None = None, validation_split: float | None = None,
+                   test_split: float | None = None, subset: str | None = None) -> tf.data.Dataset:
     """A pipeline over a folder of images and a folder of masks, paired by file name (without extension).
 
     Masks are single-channel images (PNG) whose pixel values are class ids.
     A palette PNG (such as PASCAL VOC's) decodes to colours, not ids, and is
     refused: convert it with `np.array(PIL.Image.open(path))` and save as grey.
 
+    Args:
+        validation_split, test_split: Fractions of the pairs held out as the
+            "validation" and "test" subsets, chosen by `seed` alone (0 when None),
+            so that separate calls agree and never share a file.
+        subset: "training", "validation" or "test"; needed with a split.
+        Others: as in `pipeline`.
+
     Raises:
-        ValueError: For a folder without images, or an image without a mask.
+        ValueError: For a folder without images, an image without a mask, or a bad split.
     """
     image_files = _images_in(images, "images")
     mask_files = {os.path.splitext(name)[0]: name for name in _images_in(masks, "masks")}
@@ -185,6 +193,7 @@ def from_directory(images: str, masks: str, *, num_classes: int, image_size=256,
     if missing:
         raise ValueError(f"segment.from_directory: {len(missing)} images in {images!r} have no mask of the same "
                          f"name in {masks!r}, e.g. {missing[0]!r}. Give each image a mask (any image extension).")
+    image_files = _subset(image_files, validation_split, test_split, subset, seed if seed is not None else 0)
     pairs = tf.data.Dataset.from_tensor_slices((
         [os.path.join(images, name) for name in image_files],
         [os.path.join(masks, mask_files[os.path.splitext(name)[0]]) for name in image_files],
@@ -204,6 +213,28 @@ def from_directory(images: str, masks: str, *, num_classes: int, image_size=256,
     dataset = pairs.map(read, num_parallel_calls=AUTOTUNE)
     return pipeline(dataset, batch_size=batch_size, image_size=image_size, augment=augment, shuffle=shuffle,
                     cache=cache, seed=seed, num_classes=num_classes, ignore_class=ignore_class)
+
+
+def _subset(files, validation_split, test_split, subset, seed):
+    """The files of one subset of a seeded split (all of them without a split)."""
+    splits = {"validation": validation_split or 0.0, "test": test_split or 0.0}
+    if not any(splits.values()):
+        if subset is not None:
+            raise ValueError(f"subset={subset!r} needs validation_split= or test_split=.")
+        return files
+    if subset not in ("training", "validation", "test"):
+        raise ValueError(f"subset={subset!r}: with a split, give subset='training', 'validation' or 'test'.")
+    if any(not 0 <= value < 1 for value in splits.values()) or sum(splits.values()) >= 1:
+        raise ValueError(f"validation_split={validation_split}, test_split={test_split} must be fractions in [0, 1) "
+                         "that leave images to train on.")
+    order = np.random.default_rng(seed).permutation(len(files))
+    cut_validation = round(len(files) * splits["validation"])
+    cut_test = cut_validation + round(len(files) * splits["test"])
+    chosen = {"validation": order[:cut_validation], "test": order[cut_validation:cut_test],
+              "training": order[cut_test:]}[subset]
+    if len(chosen) == 0:
+        raise ValueError(f"the {subset} subset of {len(files)} pairs is empty; give a larger split or more images.")
+    return [files[i] for i in sorted(chosen)]
 
 
 def _images_in(folder: str, what: str) -> list[str]:

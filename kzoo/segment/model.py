@@ -187,6 +187,16 @@ def _check_divisible(size, stride, head):
                          "so that every upsampled map meets its skip.")
 
 
+def _check_meets(upsampled, skip, head):
+    if tuple(upsampled.shape[1:3]) != tuple(skip.shape[1:3]):
+        raise ValueError(
+            f"head={head!r}: the upsampled map is {upsampled.shape[1]}x{upsampled.shape[2]} but the stage it meets "
+            f"is {skip.shape[1]}x{skip.shape[2]}: this backbone's stages do not halve evenly (unpadded convolutions "
+            "or pooling, as LeNet and AlexNet have). Use head='fcn32s', 'fcn' or 'deeplabv3', or a ResNet, VGG or "
+            "GoogLeNet backbone."
+        )
+
+
 def _fcn(maps, infos, num_classes, size):
     """torchvision's FCNHead on the deepest map, then bilinear upsampling."""
     x = _conv_bn_relu(maps[-1], maps[-1].shape[-1] // 4, 3, "fcn")
@@ -207,14 +217,15 @@ def _long_fcn(skips: int):
     def build(maps, infos, num_classes, size):
         stride = infos[-1].reduction
         _check_divisible(size, stride, head)
+        skip_maps = [maps[_stage_at(infos, stride >> level, head)] for level in range(1, skips + 1)]
         x = layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=f"score_{stride}")(maps[-1])
-        for level in range(1, skips + 1):
+        for level, skip in enumerate(skip_maps, start=1):
             reduction = stride >> level
-            skip = maps[_stage_at(infos, reduction, head)]
             upsample = layers.Conv2DTranspose(num_classes, 4, strides=2, padding="same", use_bias=False,
                                               name=f"upsample_{reduction}")
             x = upsample(x)
             upsample.set_weights([bilinear_kernel(4, num_classes)])
+            _check_meets(x, skip, head)
             score = layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=f"score_{reduction}")(skip)
             x = layers.Add(name=f"fuse_{reduction}")([x, score])
         return _upsample_to(x, size, "upsample")
@@ -235,6 +246,7 @@ def _unet(maps, infos, num_classes, size):
         x = layers.UpSampling2D(2, name=f"decoder{step}_up")(x)
         at = [i for i, info in enumerate(infos) if info.reduction == reduction]
         if at:
+            _check_meets(x, maps[at[-1]], "unet")
             x = layers.Concatenate(name=f"decoder{step}_concat")([x, maps[at[-1]]])
         x = _conv_bn_relu(x, width, 3, f"decoder{step}_1")
         x = _conv_bn_relu(x, width, 3, f"decoder{step}_2")
