@@ -21,7 +21,6 @@ import platform
 import tempfile
 import time
 
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")

@@ -280,7 +280,7 @@ def evaluate(model: keras.Model, data, *, plot_confusion: str | None = None, cla
         checks.fits_model(images.shape[1:], model.inputs[0].shape[1:], "data")
         if batch_labels is None:
             raise ValueError("evaluate needs (images, labels) batches; this data has images only.")
-        outputs = np.asarray(model(images, training=False), dtype="float64")
+        outputs = keras.ops.convert_to_numpy(model(images, training=False)).astype("float64")
         if not outputs_probabilities(model):
             outputs = np.exp(outputs - outputs.max(axis=1, keepdims=True))
             outputs /= outputs.sum(axis=1, keepdims=True)

@@ -269,6 +269,32 @@ def test_a_torchvision_deeplabv3_checkpoint_converts_layer_by_layer(tmp_path):
         segment.build("resnet18", 5, head="unet", weights=path, input_shape=SHAPE)
 
 
+def test_published_segmentation_weights_convert_once_from_the_keras_cache(tmp_path, keras_home, monkeypatch):
+    import dataclasses
+
+    from kzoo import weights
+
+    reference = segment.build("resnet18", 5, head="deeplabv3", weights=None, input_shape=SHAPE)
+    state = torchvision_deeplab_state(reference)
+    published = weights.SEGMENTATION_RECORDS[("resnet50_tv", "deeplabv3", "coco_voc")]
+    cached = os.path.join(keras_home, "models", "deeplabv3_resnet18_test.pth")
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    write_torch_checkpoint(cached, state)
+    record = dataclasses.replace(published, backbone="resnet18", class_names=published.class_names[:5],
+                                 file=weights.WeightsFile("http://127.0.0.1:9/none.pth", os.path.basename(cached),
+                                                          None))
+    monkeypatch.setitem(weights.SEGMENTATION_RECORDS, ("resnet18", "deeplabv3", "coco_voc"), record)
+    first = segment.build("resnet18", 5, head="deeplabv3", weights="coco_voc", input_shape=SHAPE)
+    converted = [name for name in os.listdir(os.path.dirname(cached)) if name.endswith(".weights.h5")]
+    assert len(converted) == 1 and converted[0].startswith("deeplabv3_resnet18_test.kzoo-")
+    assert first.feature_info[-1].reduction == 8  # The record's output stride.
+    # The second build reads the converted file only: the checkpoint now holds zeros.
+    write_torch_checkpoint(cached, {key: value * 0 for key, value in state.items()})
+    second = segment.build("resnet18", 5, head="deeplabv3", weights="coco_voc", input_shape=SHAPE)
+    np.testing.assert_array_equal(second.get_layer("deeplab_score").bias.numpy(), state["classifier.4.bias"])
+    assert_close(second(images(SHAPE)), first(images(SHAPE)))
+
+
 def test_digit_canvases_label_the_ink_of_each_digit():
     digits = np.zeros((2, 28, 28), "uint8")
     digits[0, 10:20, 12:16] = 255

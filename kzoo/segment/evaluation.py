@@ -41,7 +41,9 @@ def scores(confusion, class_names=None) -> dict:
 
 def predict_masks(model, images) -> np.ndarray:
     """The top class per pixel, (batch, height, width) int32."""
-    return np.asarray(model(images, training=False)).argmax(-1).astype(np.int32)
+    import keras  # Only here: the figures above are NumPy and serve `kzoo.export` too.
+
+    return keras.ops.convert_to_numpy(model(images, training=False)).argmax(-1).astype(np.int32)
 
 
 def evaluate(model, data, *, ignore_class: int | None = None, class_names=None) -> dict:
