@@ -57,7 +57,8 @@ def to_tflite(model, path: str, *, mode: str = "float32", representative_data=No
         overwrite: Replace an existing file (otherwise it is kept and this raises).
         calibration_samples: Images taken from `representative_data`.
         min_agreement: If set, the file is kept only when its top-1
-            agreement with the Keras model on `verify_data` reaches this.
+            agreement with the Keras model on `verify_data` (per pixel for a
+            segmentation model) reaches this.
         num_threads: Interpreter threads for the latency figure (default: all cores).
 
     Returns:

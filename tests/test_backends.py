@@ -86,12 +86,20 @@ WITHOUT_TENSORFLOW = """
     facts["pydataset_loss"] = training.fit(kzoo.lenet5(num_classes=3), Batches(), epochs=1, verbose=0,
                                            label_smoothing=0.0).history["loss"]
 
+    # Segmentation: a U-Net trains on (images, masks) arrays and is measured.
+    from kzoo import segment
+    unet = segment.build("resnet20", 3, head="unet", weights=None, input_shape=(32, 32, 3))
+    masks, canvases = rng.integers(0, 3, (16, 32, 32)), rng.uniform(0, 1, (16, 32, 32, 3)).astype("float32")
+    facts["segment"] = sorted(training.fit(unet, (canvases, masks), epochs=1, batch_size=8, verbose=0).history)
+    facts["segment_iou"] = segment.evaluate(unet, (canvases, masks))["mean_iou"]
+
     # What needs TensorFlow says so, in one error.
     errors = {}
     for what, call in {"data": lambda: kzoo.data.load("digits"), "export": lambda: __import__("kzoo.export"),
                        "strategy": lambda: training.fit(new, (images_, labels), epochs=1, strategy="mirrored"),
                        "compress": lambda: kzoo.compress.prune(new, None),
-                       "attack": lambda: kzoo.robust.fgsm(new, images_[:2] / 255.0, eps=0.1)}.items():
+                       "attack": lambda: kzoo.robust.fgsm(new, images_[:2] / 255.0, eps=0.1),
+                       "segment_data": lambda: segment.from_arrays(canvases, masks)}.items():
         try:
             call()
             errors[what] = None
@@ -112,6 +120,7 @@ def test_kzoo_builds_loads_and_trains_where_tensorflow_is_missing(backend, tmp_p
     assert facts["epochs"] == [0, 1]
     assert facts["files"] == ["best.keras", "history.csv"]  # TensorBoard logs need TensorFlow.
     assert np.isfinite(facts["pydataset_loss"][0])
+    assert facts["segment"] == ["accuracy", "loss", "mean_iou"] and 0 <= facts["segment_iou"] <= 1
     assert not facts["tensorflow_imported"]
     for what, message in facts["errors"].items():
         assert message is not None, f"{what} ran without TensorFlow"

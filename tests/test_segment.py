@@ -75,6 +75,17 @@ def test_a_backbone_that_cannot_give_the_stride_says_so():
         segment.build("resnet18", 3, head="fcn64s")
 
 
+def test_atrous_rates_beyond_the_map_are_capped_without_changing_the_output():
+    model = segment.build("resnet18", 3, head="deeplabv3", weights=None, input_shape=SHAPE, output_stride=16)
+    layer = model.get_layer("aspp_3_conv")  # Rate 18 on a 4x4 map: only the centre tap lands inside.
+    assert layer.dilation_rate == (4, 4)
+    feature = keras.Model(model.input, layer.input)(images(SHAPE))
+    wide = keras.layers.Conv2D(layer.filters, 3, padding="same", dilation_rate=18, use_bias=False)
+    wide.build(feature.shape)
+    wide.set_weights(layer.get_weights())
+    assert_close(layer(feature), wide(feature))
+
+
 def test_augmentation_moves_image_and_mask_together_and_never_blends_ids():
     masks = np.zeros((8, 48, 48), "int32")
     masks[:, 8:30, 6:20], masks[:, 28:, 26:44] = 3, 7
