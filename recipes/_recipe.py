@@ -47,6 +47,11 @@ FLAGS = {
     "--backbone": dict(help="the pretrained backbone: any registry name (kzoo list)"),
     "--image-size": dict(type=int, help="images are resized to this square size"),
     "--export": dict(help="also write a .tflite in this mode, checked against the Keras model before it is kept"),
+    "--weights": dict(help="the backbone's pretrained weights: 'imagenet' (Keras cache or download), a weights file, "
+                           "or 'none'"),
+    "--images": dict(metavar="DIR", help="train on a folder of your own images instead of --dataset, split 80/10/10 "
+                                         "by --seed (transfer_learning: one sub-folder per class; segment_pets: "
+                                         "with --masks)"),
 }
 
 

@@ -38,12 +38,11 @@ def build_parser():
                                            "scikit-learn's digits at 64x64, 2 epochs, to its own folder; not a result")
     _recipe.add(parser, "--backbone", "resnet18")
     parser.add_argument("--head", default="unet", choices=list(segment.HEADS), help="the segmentation head")
-    parser.add_argument("--weights", default="imagenet",
-                        help="the backbone's: 'imagenet' (Keras cache or download), a weights file, or 'none'")
+    _recipe.add(parser, "--weights", "imagenet")
     _recipe.add(parser, "--dataset", "oxford_iiit_pet", help="a TFDS dataset with segmentation masks")
     _recipe.add(parser, "--data-dir")
     _recipe.add(parser, "--offline")
-    parser.add_argument("--images", metavar="DIR", help="train on a folder of images instead (with --masks)")
+    _recipe.add(parser, "--images")
     parser.add_argument("--masks", metavar="DIR", help="the folder of masks for --images: single-channel PNGs of "
                                                        "class ids, named as the images")
     parser.add_argument("--num-classes", type=int, help="classes of --masks (or of another TFDS dataset)")

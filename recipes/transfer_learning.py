@@ -43,12 +43,9 @@ def build_parser():
                                            "random weights and 60 digit images: a smoke test, to its own folder")
     _recipe.add(parser, "--backbone", help=f"{_recipe.FLAGS['--backbone']['help']}; default resnet50 "
                                            f"({QUICK_BACKBONE} with --quick)")
-    parser.add_argument("--weights", default="imagenet",
-                        help="'imagenet' (Keras cache or download), a weights file, or 'none'")
+    _recipe.add(parser, "--weights", "imagenet")
     _recipe.add(parser, "--dataset", "tf_flowers", help="a TFDS name (used when --images is not given)")
-    parser.add_argument("--images", default=None, metavar="DIR",
-                        help="train on a folder with one sub-folder of images per class instead "
-                             "(split 80/10/10 per class by --seed)")
+    _recipe.add(parser, "--images")
     _recipe.add(parser, "--data-dir")
     _recipe.add(parser, "--offline")
     parser.add_argument("--mode", choices=transfer.MODES, default="top",
