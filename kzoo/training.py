@@ -127,7 +127,8 @@ def fit(
             examples (1.0: all; 0.5: half adversarial, half clean).
         loss: A Keras loss to train with instead of the one kzoo chooses (the
             cross-entropy that fits the output and labels), e.g.
-            `kzoo.segment.SegmentationLoss(class_weights=..., dice_weight=0.5)`.
+            `kzoo.segment.SegmentationLoss(class_weights=..., dice_weight=0.5)`
+            (not under "multi_worker", whose tf_keras twin takes kzoo's own).
 
     Returns:
         The `History`; `history.model` is the model that was trained (under
@@ -157,6 +158,9 @@ def fit(
     if distribute.is_multi_worker(distribution):
         from kzoo import _multi_worker
 
+        if loss is not None:
+            raise ValueError("loss= is a Keras 3 loss; under 'multi_worker' kzoo trains a tf_keras twin with its own "
+                             "cross-entropy. Drop loss=, or use another strategy.")
         if adversarial is not None:
             raise ValueError("adversarial training runs on one host (any strategy but 'multi_worker'); the "
                              "multi-worker route trains a tf_keras twin, whose step kzoo does not replace.")
