@@ -180,7 +180,11 @@ class _Rebuild:
 
 def _kzoo_twin(target, layer):
     """The other side's class for one of kzoo's own layers (`kzoo.layers`), or None."""
-    if type(layer).__name__ != "LocalResponseNormalization" or not type(layer).__module__.startswith("kzoo."):
+    if not type(layer).__module__.startswith("kzoo."):
+        return None
+    if type(layer).__name__ == "BatchNormalization":  # Keras' own config and inference: the built-in twin.
+        return target.layers.BatchNormalization
+    if type(layer).__name__ != "LocalResponseNormalization":
         return None
     if target.__name__ == "tf_keras":
         return _tf_keras_local_response_normalization()

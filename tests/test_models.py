@@ -9,6 +9,7 @@ import pytest
 from conftest import assert_close, images, registry_params
 
 import kzoo
+from kzoo.layers import BatchNormalization
 from kzoo.models import _registry
 
 ALL_MODELS = registry_params()
@@ -33,6 +34,9 @@ def test_model_builds_runs_and_survives_keras_round_trip(name, tmp_path):
     model.save(path)
     restored = keras.models.load_model(path)
     np.testing.assert_allclose(np.asarray(restored(x)), probs, atol=1e-6)
+    for built in (model, restored):  # kzoo's BatchNormalization, also as loaded back.
+        assert all(type(layer) is BatchNormalization for layer in built.layers
+                   if isinstance(layer, keras.layers.BatchNormalization))
 
 
 @pytest.mark.parametrize("pooling, rank", [("avg", 2), pytest.param("max", 2, marks=pytest.mark.slow), (None, 4)])
@@ -246,3 +250,40 @@ def test_zfnet_normalisation_is_tensorflows_and_survives_keras_tf_keras_and_tfli
     assert_close(compress.to_keras(compress.to_tf_keras(model))(batch), model(batch))
     report = export.to_tflite(model, str(tmp_path / "zfnet.tflite"), verify_data=(batch, np.arange(4)))
     assert report["agreement"] == 1.0 and report["max_abs_diff"] <= 1e-4 * float(np.abs(model(batch)).max())
+
+
+def _batchnorm_pair(x, moving_mean):
+    """Keras' BatchNormalization and kzoo's with the same weights, after one training call on `x` each."""
+    pair = [keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5), BatchNormalization(momentum=0.9, epsilon=1e-5)]
+    rng = np.random.default_rng(1)
+    gamma, beta = rng.normal(1, 0.2, x.shape[-1]), rng.normal(0, 0.2, x.shape[-1])
+    outputs = []
+    for layer in pair:
+        layer.build(x.shape)
+        layer.set_weights([gamma, beta, np.full(x.shape[-1], moving_mean), np.ones(x.shape[-1])])
+        outputs.append(keras.ops.convert_to_numpy(keras.ops.cast(layer(x, training=True), "float32")))
+    moving = [[keras.ops.convert_to_numpy(v) for v in (layer.moving_mean, layer.moving_variance)] for layer in pair]
+    return outputs, moving
+
+
+def test_batchnorm_is_keras_own_in_float32_and_one_pass_under_mixed_precision():
+    x = np.random.default_rng(0).normal(50.0, 2.0, (8, 6, 6, 5)).astype("float32")
+    (keras_out, kzoo_out), (keras_moving, kzoo_moving) = _batchnorm_pair(x, moving_mean=0.0)
+    np.testing.assert_array_equal(kzoo_out, keras_out)  # float32: Keras' own path, to the bit.
+    for keras_stat, kzoo_stat in zip(keras_moving, kzoo_moving):
+        np.testing.assert_array_equal(kzoo_stat, keras_stat)
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        # The one pass, shifted by a moving mean near the batch's (as in training): float32 statistics as exact
+        # as Keras' two passes (a mean of 50 and a variance of 4 would cancel without the shift) ...
+        (keras_out, kzoo_out), (_, kzoo_moving) = _batchnorm_pair(x, moving_mean=49.0)
+        seen = keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.cast(x, "bfloat16"), "float64"))  # The layer's input.
+        mean, variance = seen.mean(axis=(0, 1, 2)), seen.var(axis=(0, 1, 2))
+        np.testing.assert_allclose(kzoo_moving[0], 0.9 * 49.0 + 0.1 * mean, rtol=1e-6)
+        np.testing.assert_allclose(kzoo_moving[1], 0.9 + 0.1 * variance, rtol=1e-5)
+        # ... and outputs that differ from Keras' by bfloat16's rounding alone (8 bits: 2^-8 of their size).
+        assert np.abs(kzoo_out - keras_out).max() <= 2 ** -7 * np.abs(keras_out).max()
+    finally:
+        keras.config.set_dtype_policy(previous)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
+from kzoo.layers import BatchNormalization
 from kzoo.models import _common
 from kzoo.models._builder import register_family
 from kzoo.models._registry import Family
@@ -102,7 +103,7 @@ def _conv(x, filters, kernel, name, stride=1):
         x = layers.Conv2D(filters, kernel, strides=stride, use_bias=False, name=f"{name}_conv")(x)
     else:
         x = layers.Conv2D(filters, kernel, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.9, name=f"{name}_bn")(x)
+    x = BatchNormalization(epsilon=1e-3, momentum=0.9, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
+from kzoo.layers import BatchNormalization
 from kzoo.models import _common
 from kzoo.models._builder import register_family
 from kzoo.models._registry import Family
@@ -128,7 +129,7 @@ def _imagenet_trunk(x, spec: ResNetSpec, strides: _Strides):
     x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
     x = layers.Conv2D(64, 7, strides=2, use_bias=not torch_style, name="conv1_conv")(x)
     if not preact:
-        x = layers.BatchNormalization(**(_TORCH_BN if torch_style else _KERAS_BN), name="conv1_bn")(x)
+        x = BatchNormalization(**(_TORCH_BN if torch_style else _KERAS_BN), name="conv1_bn")(x)
         x = layers.Activation("relu", name="conv1_relu")(x)
     stages = [x]
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
@@ -150,7 +151,7 @@ def _imagenet_trunk(x, spec: ResNetSpec, strides: _Strides):
                 x = _BLOCKS[spec.block](x, filters, stride, f"{stage}_block{block}", spec, dilation)
             stages.append(x)
     if preact:
-        x = layers.BatchNormalization(**_KERAS_BN, name="post_bn")(x)
+        x = BatchNormalization(**_KERAS_BN, name="post_bn")(x)
         x = layers.Activation("relu", name="post_relu")(x)
         stages.append(x)
     return x, stages
@@ -159,7 +160,7 @@ def _imagenet_trunk(x, spec: ResNetSpec, strides: _Strides):
 def _cifar_trunk(x, blocks_per_stage, strides: _Strides):
     """3x3 stem and three stages of basic blocks; returns the last map and each stage's."""
     x = layers.Conv2D(CIFAR_WIDTHS[0], 3, padding="same", use_bias=False, name="conv1_conv")(x)
-    x = layers.BatchNormalization(**_TORCH_BN, name="conv1_bn")(x)
+    x = BatchNormalization(**_TORCH_BN, name="conv1_bn")(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
     stages = []
     for index, (blocks, filters) in enumerate(zip(blocks_per_stage, CIFAR_WIDTHS)):
@@ -182,7 +183,7 @@ def _bottleneck(x, filters, stride, name, spec=None, dilation=(1, 1)):
 
 def _preact_bottleneck(x, filters, stride, first, name, dilation=(1, 1)):
     """keras.applications' residual_block_v2: BN-ReLU first, stride in the 3x3."""
-    preact = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_preact_bn")(x)
+    preact = BatchNormalization(**_KERAS_BN, name=f"{name}_preact_bn")(x)
     preact = layers.Activation("relu", name=f"{name}_preact_relu")(preact)
     if first:
         shortcut = layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(preact)
@@ -191,11 +192,11 @@ def _preact_bottleneck(x, filters, stride, first, name, dilation=(1, 1)):
     else:
         shortcut = x
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_1_conv")(preact)
-    x = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_1_bn")(x)
+    x = BatchNormalization(**_KERAS_BN, name=f"{name}_1_bn")(x)
     x = layers.Activation("relu", name=f"{name}_1_relu")(x)
     x = layers.ZeroPadding2D(dilation[0], name=f"{name}_2_pad")(x)
     x = layers.Conv2D(filters, 3, strides=stride, dilation_rate=dilation[0], use_bias=False, name=f"{name}_2_conv")(x)
-    x = layers.BatchNormalization(**_KERAS_BN, name=f"{name}_2_bn")(x)
+    x = BatchNormalization(**_KERAS_BN, name=f"{name}_2_bn")(x)
     x = layers.Activation("relu", name=f"{name}_2_relu")(x)
     x = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
     return layers.Add(name=f"{name}_out")([shortcut, x])
@@ -247,7 +248,7 @@ def _conv_bn(x, filters, kernel, stride, name, *, torch_style, relu=True, dilati
     else:
         x = layers.Conv2D(filters, kernel, strides=stride, padding="same" if kernel > 1 else "valid",
                           dilation_rate=dilation, use_bias=not torch_style, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(**(_TORCH_BN if torch_style else _KERAS_BN), name=f"{name}_bn")(x)
+    x = BatchNormalization(**(_TORCH_BN if torch_style else _KERAS_BN), name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
 
 

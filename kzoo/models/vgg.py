@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
+from kzoo.layers import BatchNormalization
 from kzoo.models import _common
 from kzoo.models._builder import register_family
 from kzoo.models._registry import Family
@@ -57,7 +58,7 @@ def build_vgg(opts: _common.Options, spec: VGGSpec, *, dropout: float = 0.5, seq
                 trunk += [
                     layers.Conv2D(width, 3, padding="same", name=f"{prefix}_conv{conv}"),
                     # torchvision's BN settings, so its vgg*_bn weights can be ported.
-                    layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{prefix}_bn{conv}"),
+                    BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{prefix}_bn{conv}"),
                     layers.ReLU(name=f"{prefix}_relu{conv}"),
                 ]
             else:

@@ -19,6 +19,7 @@ from keras import layers
 
 from kzoo import transfer
 from kzoo import weights as weights_lib
+from kzoo.layers import BatchNormalization
 from kzoo.models import _registry
 
 HEADS = {
@@ -163,7 +164,7 @@ def _upsample_to(x, size, name):
 
 def _conv_bn_relu(x, filters, kernel, name, dilation=1):
     x = layers.Conv2D(filters, kernel, padding="same", dilation_rate=dilation, use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(**_TORCH_BN, name=f"{name}_bn")(x)
+    x = BatchNormalization(**_TORCH_BN, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
