@@ -11,18 +11,25 @@ SGD with momentum 0.9, batch 256 (VGG-16: 128). No TensorFlow is needed.
   hand-written jitted step over `model.stateless_call` (the trainer's floor).
   Inference: a jitted `stateless_call`.
 - keras.applications ResNet-50 through the same `kzoo.training.fit`.
+- The BatchNormalization ablation (ResNet-50): kzoo's model with Keras' own
+  BN statistics, and with a hand-written JAX gradient (`BATCHNORM_VARIANTS`).
+- `resnet50_tv` is torchvision's own layout (stride on the 3x3, no conv
+  biases): the same network as the torchvision rows.
+- `--xla-flags`: kzoo's ResNet-50 once more in a JAX process with them.
 - torchvision: eager (channels_last, bf16 autocast), and `torch.compile`
   for ResNet-50 (when `--compile`; compiling takes minutes).
 
 An untimed training run warms the JAX process up first. One JSON object per
 line, each with the GPU's name.
 
-    KERAS_BACKEND=jax python bench/gpu.py [--models resnet50,resnet18,vgg16] [--steps 30] [--compile]
+    KERAS_BACKEND=jax python bench/gpu.py [--models resnet50,resnet18,vgg16,resnet50_tv] [--steps 30] [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -31,7 +38,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = {"vgg16": 128}
-TORCHVISION = {"resnet50": "resnet50", "resnet18": "resnet18", "vgg16": "vgg16"}
+TORCHVISION = {"resnet50": "resnet50", "resnet18": "resnet18", "vgg16": "vgg16"}  # resnet50_tv: torchvision's own.
 
 
 def main():
@@ -43,6 +50,11 @@ def main():
     parser.add_argument("--deadline-s", type=float, default=480, help="rows not started by then are skipped")
     parser.add_argument("--image-size", type=int, default=224, help="smaller only for a smoke run on a CPU")
     parser.add_argument("--batch", type=int, help="one batch size for every model (default 256; VGG-16 128)")
+    parser.add_argument("--batchnorm-ablation", action=argparse.BooleanOptionalAction, default=True,
+                        help="also train kzoo's ResNet-50 with each BatchNormalization variant (BATCHNORM_VARIANTS)")
+    parser.add_argument("--xla-flags", help="then train kzoo's ResNet-50 again in a JAX process with these XLA_FLAGS")
+    parser.add_argument("--reference-rows", action=argparse.BooleanOptionalAction, default=True,
+                        help="keras.applications' ResNet-50 and kzoo's through train_on_batch")
     parser.add_argument("--worker", choices=["keras", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "keras":
@@ -54,9 +66,19 @@ def main():
         left = args.deadline_s - (time.time() - start)
         command = [sys.executable, __file__, "--worker", worker, "--models", args.models, "--steps", str(args.steps),
                    "--steps-per-execution", str(args.steps_per_execution), "--deadline-s", str(left),
-                   "--image-size", str(args.image_size)] + (["--batch", str(args.batch)] if args.batch else [])
+                   "--image-size", str(args.image_size),
+                   "--batchnorm-ablation" if args.batchnorm_ablation else "--no-batchnorm-ablation",
+                   "--reference-rows" if args.reference_rows else "--no-reference-rows"] + (["--batch", str(args.batch)] if args.batch else [])
         subprocess.run(command + (["--compile"] if args.compile else []), env={**os.environ, **env},
                        cwd=ROOT, check=False)
+    left = args.deadline_s - (time.time() - start)
+    if args.xla_flags and left > 0:
+        emit(note="XLA_FLAGS", xla_flags=args.xla_flags)
+        subprocess.run([sys.executable, __file__, "--worker", "keras", "--models", "resnet50", "--steps", str(args.steps),
+                        "--steps-per-execution", str(args.steps_per_execution), "--deadline-s", str(left),
+                        "--image-size", str(args.image_size), "--no-batchnorm-ablation", "--no-reference-rows"]
+                       + (["--batch", str(args.batch)] if args.batch else []),
+                       env={**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": args.xla_flags}, cwd=ROOT, check=False)
 
 
 def emit(**row):
@@ -86,7 +108,8 @@ def keras_rows(args):
     jax.config.update("jax_compilation_cache_dir", "/tmp/kzoo-jax-cache")  # A rerun on the same machine reuses it.
     gpu = jax.devices()[0].device_kind
     deadline = Deadline(args.deadline_s)
-    base = {"gpu": gpu, "backend": "jax", "jax": jax.__version__, "keras": keras.__version__, "policy": "mixed_bfloat16"}
+    base = {"gpu": gpu, "backend": "jax", "jax": jax.__version__, "keras": keras.__version__, "policy": "mixed_bfloat16",
+            **({"xla_flags": os.environ["XLA_FLAGS"]} if os.environ.get("XLA_FLAGS") else {})}
 
     names = args.models.split(",")
     # The first training in a process runs slower for a while (measured: 6,150 against 6,520 images/s for the
@@ -96,9 +119,12 @@ def keras_rows(args):
         warm_up, name = name.startswith("warm-up:"), name.removeprefix("warm-up:")
         shape = (args.image_size, args.image_size, 3)
         builders = [("kzoo", lambda: kzoo.get_model(name, input_shape=shape))]
-        if name == "resnet50" and not warm_up:
+        if name == "resnet50" and not warm_up and args.reference_rows:
             builders.append(("keras.applications", lambda: keras.applications.ResNet50(weights=None,
                                                                                        input_shape=shape)))
+        if name == "resnet50" and not warm_up and args.batchnorm_ablation:  # The "kzoo" row is kzoo's own BN.
+            builders += [(f"kzoo, BN: {variant}", lambda: kzoo.get_model(name, input_shape=shape))
+                         for variant in BATCHNORM_VARIANTS if variant != BATCHNORM_VARIANTS[1]]
         for library, build in builders:
             batch = args.batch or BATCH.get(name, 256)
             row = {**base, "library": library, "model": name, "batch": batch}
@@ -106,18 +132,98 @@ def keras_rows(args):
                 continue
             keras.backend.clear_session()
             keras.config.set_dtype_policy("mixed_bfloat16")  # After clear_session, which resets the policy.
-            model = build()
-            x = jax.device_put(np.random.default_rng(0).uniform(0, 1, (batch, *shape)).astype("float32"))
-            y = jax.device_put(np.arange(batch, dtype="int32") % 1000)
-            measured = fit_throughput(model, x, y, args, training)
-            if warm_up:
-                continue
-            emit(**row, **measured)
+            variant = library.removeprefix("kzoo, BN: ") if library.startswith("kzoo, BN: ") else None
+            with batchnorm_variant(variant):
+                model = build()
+                x = jax.device_put(np.random.default_rng(0).uniform(0, 1, (batch, *shape)).astype("float32"))
+                y = jax.device_put(np.arange(batch, dtype="int32") % 1000)
+                measured = fit_throughput(model, x, y, args, training)
+                if warm_up:
+                    continue
+                emit(**row, **measured)
+                if variant:
+                    emit(**row, **stateless_step_throughput(model, x, y, args))
+                    continue
             if library == "kzoo":
                 emit(**row, **infer_throughput(model, x, args))
-            if library == "kzoo" and name == "resnet50" and not deadline.passed({**row, "path": "train_on_batch"}):
-                emit(**row, **train_on_batch_throughput(model, x, y, args))
+            if library == "kzoo" and name == "resnet50":
                 emit(**row, **stateless_step_throughput(model, x, y, args))
+                if args.reference_rows and not deadline.passed({**row, "path": "train_on_batch"}):
+                    emit(**row, **train_on_batch_throughput(model, x, y, args))
+
+
+# What BatchNormalization's training statistics cost: kzoo's layer (one pass over the batch for the mean and the
+# mean square) against Keras' own (`ops.moments`: the mean, then the variance around it), and against a JAX-only
+# BatchNormalization with a hand-written gradient (cuDNN's formula), the most a fused layer could give.
+BATCHNORM_VARIANTS = ("Keras' ops.moments", "one pass (kzoo's)", "one pass, hand-written gradient (JAX)")
+
+
+@contextlib.contextmanager
+def batchnorm_variant(variant):
+    """Patches kzoo's BatchNormalization into `variant` while models are built, trained and timed."""
+    import keras
+
+    from kzoo.layers import BatchNormalization
+
+    saved = dict(BatchNormalization.__dict__)
+    if variant == BATCHNORM_VARIANTS[0]:
+        BatchNormalization._moments = keras.layers.BatchNormalization._moments
+    elif variant == BATCHNORM_VARIANTS[2]:
+        BatchNormalization.call = _fused_batchnorm_call(keras.layers.BatchNormalization.call)
+    try:
+        yield
+    finally:
+        for key in ("_moments", "call"):
+            if key in saved:
+                setattr(BatchNormalization, key, saved[key])
+            elif key in BatchNormalization.__dict__:
+                delattr(BatchNormalization, key)
+
+
+def _fused_batchnorm_call(keras_call):
+    """BatchNormalization.call whose training step is one `jax.custom_vjp` (channels last, no mask)."""
+    import jax
+    import jax.numpy as jnp
+    from keras import ops
+
+    def statistics(x):
+        axes = tuple(range(x.ndim - 1))
+        values = x.astype(jnp.float32)
+        mean = jnp.mean(values, axes)
+        return values, axes, mean, jnp.maximum(jnp.mean(jnp.square(values), axes) - jnp.square(mean), 0.0)
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+    def normalize(x, gamma, beta, epsilon):
+        return forward(x, gamma, beta, epsilon)[0]
+
+    def forward(x, gamma, beta, epsilon):
+        values, _, mean, variance = statistics(x)
+        inverse = jax.lax.rsqrt(variance + epsilon)
+        out = ((values - mean) * (inverse * gamma) + beta).astype(x.dtype)
+        return (out, mean, variance), (x, mean, inverse, gamma)
+
+    def backward(epsilon, saved, cotangents):
+        x, mean, inverse, gamma = saved  # The statistics' own cotangents are zero: they only feed the moving ones.
+        grad = cotangents[0].astype(jnp.float32)
+        axes = tuple(range(x.ndim - 1))
+        count = x.size // x.shape[-1]
+        normalized = (x.astype(jnp.float32) - mean) * inverse
+        grad_beta, grad_gamma = jnp.sum(grad, axes), jnp.sum(grad * normalized, axes)
+        grad_x = (gamma * inverse / count) * (count * grad - grad_beta - normalized * grad_gamma)
+        return grad_x.astype(x.dtype), grad_gamma, grad_beta
+
+    normalize.defvjp(forward, backward)
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or mask is not None or self.axis not in (-1, len(inputs.shape) - 1):
+            return keras_call(self, inputs, training=training, mask=mask)
+        out, mean, variance = normalize(inputs, ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32"),
+                                        self.epsilon)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return ops.cast(out, self.compute_dtype)
+
+    return call
 
 
 def fit_throughput(model, x, y, args, training):
@@ -225,7 +331,7 @@ def torch_rows(args):
     synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     base = {"gpu": gpu, "torch": torch.__version__, "torchvision": torchvision.__version__, "policy": "bf16 autocast",
             "memory_format": "channels_last"}
-    plans = [(name, "eager") for name in args.models.split(",")]
+    plans = [(name, "eager") for name in args.models.split(",") if name in TORCHVISION]
     if args.compile and "resnet50" in args.models.split(","):
         plans.append(("resnet50", "torch.compile"))
     for name, mode in plans:
