@@ -186,12 +186,10 @@ def test_color_jitter_keeps_range_and_gray_stays_gray():
 
 
 def test_color_jitter_blend_equals_brightness_contrast_saturation_one_by_one():
-    import keras
-
     images = tf.random.uniform((6, 9, 9, 3), 0.4, 0.6, seed=1)  # Mid-range: no step clips.
     out = augment.ColorJitter(0.1, 0.1, 0.1, seed=3)(images, training=True).numpy()
-    draws = keras.random.SeedGenerator(3)  # The layer's draws, in its order.
-    b, c, s = (keras.random.uniform((6, 1, 1, 1), 0.9, 1.1, seed=draws) for _ in range(3))
+    draws = tf.random.Generator.from_seed(3)  # The layer's draws, in its order.
+    b, c, s = (draws.uniform((6, 1, 1, 1), 0.9, 1.1) for _ in range(3))
     step = images * b
     mean = tf.reduce_mean(tf.image.rgb_to_grayscale(step), axis=[1, 2, 3], keepdims=True)
     step = mean + c * (step - mean)

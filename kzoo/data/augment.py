@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
@@ -43,7 +42,10 @@ class BatchAugment:
     def __call__(self, images, labels):
         images = to_float(images)
         for layer in self.image_layers:
-            images = layer(images, training=True)
+            # kzoo's layers are TensorFlow ops throughout: calling them directly keeps Keras from converting
+            # the tf.data graph's tensors to another backend's; Keras' own image layers handle that themselves.
+            images = layer.call(images, training=True) if isinstance(layer, _IN_RANGE_LAYERS) else layer(
+                images, training=True)
         if not self.image_layers or not isinstance(self.image_layers[-1], _IN_RANGE_LAYERS):
             images = tf.clip_by_value(images, 0.0, 1.0)
         if self.mix is None:
@@ -58,6 +60,23 @@ class BatchAugment:
         names = [type(layer).__name__ for layer in self.image_layers]
         mix = f", mix={type(self.mix).__name__}" if self.mix else ""
         return f"BatchAugment({names}{mix})"
+
+
+class _Draws:
+    """A layer's random numbers from TensorFlow's own generator, seeded, so the layer runs in tf.data on every backend.
+
+    `keras.random` draws with the backend's generator, which under JAX or
+    PyTorch cannot run inside a tf.data graph; Keras' own image layers switch
+    to TensorFlow there through a private base class (`TFDataLayer`), which
+    kzoo's layers, all TensorFlow image ops, need not borrow.
+    """
+
+    def __init__(self, seed):
+        self.generator = (tf.random.Generator.from_seed(seed) if seed is not None
+                          else tf.random.Generator.from_non_deterministic_state())
+
+    def uniform(self, shape, low=0.0, high=1.0):
+        return self.generator.uniform(shape, low, high)
 
 
 class RandomResizedCrop(layers.Layer):
@@ -79,24 +98,22 @@ class RandomResizedCrop(layers.Layer):
         super().__init__(**kwargs)
         self.size = (size, size) if isinstance(size, int) else tuple(size)
         self.scale, self.ratio, self.flip, self.seed = tuple(scale), tuple(ratio), flip, seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.draws = _Draws(seed)
 
     def call(self, images, training=True):
         if not training:
             return tf.image.resize(images, self.size)
         batch = tf.shape(images)[0]
-        area = keras.random.uniform((batch,), *self.scale, seed=self.seed_generator)
-        log_ratio = keras.random.uniform(
-            (batch,), math.log(self.ratio[0]), math.log(self.ratio[1]), seed=self.seed_generator
-        )
+        area = self.draws.uniform((batch,), *self.scale)
+        log_ratio = self.draws.uniform((batch,), math.log(self.ratio[0]), math.log(self.ratio[1]))
         aspect = tf.exp(log_ratio)
         height = tf.minimum(tf.sqrt(area / aspect), 1.0)
         width = tf.minimum(tf.sqrt(area * aspect), 1.0)
-        top = keras.random.uniform((batch,), seed=self.seed_generator) * (1.0 - height)
-        left = keras.random.uniform((batch,), seed=self.seed_generator) * (1.0 - width)
+        top = self.draws.uniform((batch,)) * (1.0 - height)
+        left = self.draws.uniform((batch,)) * (1.0 - width)
         right = left + width
         if self.flip:
-            mirror = keras.random.uniform((batch,), seed=self.seed_generator) < 0.5
+            mirror = self.draws.uniform((batch,)) < 0.5
             left, right = tf.where(mirror, right, left), tf.where(mirror, left, right)
         boxes = tf.stack([top, left, top + height, right], axis=1)
         return tf.image.crop_and_resize(images, boxes, tf.range(batch), self.size)
@@ -123,7 +140,7 @@ class RandomAffine(layers.Layer):
     def __init__(self, rotation=0.0, translation=0.0, zoom=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.rotation, self.translation, self.zoom, self.seed = rotation, translation, zoom, seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.draws = _Draws(seed)
 
     def call(self, images, training=True):
         if not training:
@@ -132,7 +149,7 @@ class RandomAffine(layers.Layer):
         height_f, width_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
 
         def uniform(limit):
-            return keras.random.uniform((batch,), -limit, limit, seed=self.seed_generator)
+            return self.draws.uniform((batch,), -limit, limit)
 
         angle = uniform(self.rotation) * 2.0 * math.pi
         scale = 1.0 + uniform(self.zoom)
@@ -182,7 +199,7 @@ class ColorJitter(layers.Layer):
         super().__init__(**kwargs)
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.draws = _Draws(seed)
         self.random_hue = layers.RandomHue(hue, value_range=(0, 1), seed=seed) if hue else None
 
     def call(self, images, training=True):
@@ -191,7 +208,7 @@ class ColorJitter(layers.Layer):
         batch = tf.shape(images)[0]
 
         def factor(strength):
-            return keras.random.uniform((batch, 1, 1, 1), 1.0 - strength, 1.0 + strength, seed=self.seed_generator)
+            return self.draws.uniform((batch, 1, 1, 1), 1.0 - strength, 1.0 + strength)
 
         brightness, contrast, saturation = (factor(s) for s in (self.brightness, self.contrast, self.saturation))
         gray = tf.image.rgb_to_grayscale(images) if self.contrast or self.saturation else None

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from kzoo import _backend
 from kzoo.data import augment as augment_lib
 from kzoo.data import checks
 
@@ -331,9 +330,6 @@ def pipeline(
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, num_parallel_calls=AUTOTUNE)
     batch_augment = augment_lib.get(augment, num_classes=num_classes, seed=seed)
-    if batch_augment is not None:
-        # kzoo's augmentation layers draw with keras.random, which inside tf.data works on TensorFlow only.
-        _backend.tensorflow(f"augment={augment!r} in a kzoo.data pipeline", backend=True)
     if batch_augment is None:
         dataset = dataset.map(lambda x, y: (augment_lib.to_float(x), y), num_parallel_calls=AUTOTUNE)
     else:
