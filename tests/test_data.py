@@ -208,9 +208,9 @@ def test_random_resized_crop_flip_mirrors_some_crops_for_free():
 def test_augmentation_runs_one_batch_at_a_time_on_a_cpu_only_machine():
     from kzoo.data.datasets import _augment_parallelism
 
-    assert _augment_parallelism(None, seed=None) == 1  # This machine has no GPU or TPU.
-    assert _augment_parallelism(True, seed=None) == tf.data.AUTOTUNE
-    assert _augment_parallelism(True, seed=0) == 1  # A seed needs one stream.
+    assert _augment_parallelism(None, seed=None) is False  # This machine has no GPU or TPU.
+    assert _augment_parallelism(True, seed=None) is True
+    assert _augment_parallelism(True, seed=0) is False  # A seed needs one stream.
 
 
 def image_hashes(dataset):

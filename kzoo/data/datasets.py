@@ -210,14 +210,56 @@ def _split_slice(split: str, splits: dict) -> slice:
     return slice(start + boundary(match.group(2), 0), start + boundary(match.group(3), size))
 
 
-def _augment_parallelism(parallel_augment: bool | None, seed: int | None):
+def _augment_parallelism(parallel_augment: bool | None, seed: int | None) -> bool:
+    """Whether to augment several batches at once."""
     if seed is not None:
-        # Keras' random layers draw from one seed stream: a seeded pipeline
+        # The random layers draw from one seeded stream: a seeded pipeline
         # augments one batch at a time so that it repeats exactly.
-        return 1
+        return False
     if parallel_augment is None:
         parallel_augment = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
-    return AUTOTUNE if parallel_augment else 1
+    return parallel_augment
+
+
+def resized(image, size):
+    """An image resized (bilinear) to `size` if given, uint8 kept uint8; float images as float32."""
+    if size is not None:
+        resized_image = tf.image.resize(image, size)
+        image = (tf.saturate_cast(tf.round(resized_image), tf.uint8) if image.dtype == tf.uint8
+                 else resized_image)
+    return image if image.dtype == tf.uint8 else tf.cast(image, tf.float32)
+
+
+def staged(dataset, decode, finish, *, batch_size: int, cache: bool | str = True, shuffle: bool = True,
+           seed: int | None = None, shuffle_buffer: int = 10_000, finish_in_parallel: bool = True):
+    """The order every kzoo pipeline keeps: decode, cache, shuffle, batch, finish, prefetch.
+
+    Classification (`pipeline`) and segmentation (`kzoo.segment.data`) differ
+    only in what `decode` does to one element and `finish` to one batch.
+
+    Args:
+        dataset: Unbatched elements.
+        decode: Per element, before the cache: resize and check.
+        finish: Per batch, after it: to float, augment.
+        finish_in_parallel: Run `finish` on several batches at once (no for a
+            seeded augmentation, which must draw in order).
+        Others: as in `pipeline`.
+
+    Returns:
+        The prefetched dataset, in a fixed order when seeded or not shuffled.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer, e.g. 32.")
+    dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE)
+    if cache:
+        dataset = dataset.cache(cache if isinstance(cache, str) else "")
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.map(finish, num_parallel_calls=AUTOTUNE if finish_in_parallel else 1)
+    options = tf.data.Options()
+    options.deterministic = seed is not None or not shuffle  # Unshuffled data keeps its order.
+    return dataset.prefetch(AUTOTUNE).with_options(options)
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -309,33 +351,17 @@ def pipeline(
             augmenting thread plus prefetch costs nothing measurable).
         Others: as in `load`.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer, e.g. 128.")
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
 
     def decode(image, label):
         # uint8 images stay uint8 through cache, shuffle and batch (a quarter of
         # the memory traffic of float32); the per-batch map converts them.
-        if size is not None:
-            resized = tf.image.resize(image, size)
-            image = tf.saturate_cast(tf.round(resized), tf.uint8) if image.dtype == tf.uint8 else resized
-        if image.dtype != tf.uint8:
-            image = tf.cast(image, tf.float32)
-        return checks.checked_in_graph(image, label, num_classes)
+        return checks.checked_in_graph(resized(image, size), label, num_classes)
 
-    dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE)
-    if cache:
-        dataset = dataset.cache(cache if isinstance(cache, str) else "")
-    if shuffle:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, num_parallel_calls=AUTOTUNE)
     batch_augment = augment_lib.get(augment, num_classes=num_classes, seed=seed)
-    if batch_augment is None:
-        dataset = dataset.map(lambda x, y: (augment_lib.to_float(x), y), num_parallel_calls=AUTOTUNE)
-    else:
-        dataset = dataset.map(batch_augment, num_parallel_calls=_augment_parallelism(parallel_augment, seed))
-    options = tf.data.Options()
-    options.deterministic = seed is not None or not shuffle  # Unshuffled data keeps its order.
-    dataset = dataset.prefetch(AUTOTUNE).with_options(options)
+    finish = batch_augment or (lambda x, y: (augment_lib.to_float(x), y))
+    dataset = staged(dataset, decode, finish, batch_size=batch_size, cache=cache, shuffle=shuffle, seed=seed,
+                     shuffle_buffer=shuffle_buffer,
+                     finish_in_parallel=batch_augment is None or _augment_parallelism(parallel_augment, seed))
     dataset.num_classes = num_classes  # For fit's check against the model's outputs.
     return dataset

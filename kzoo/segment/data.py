@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from kzoo.data import augment as augment_lib
 from kzoo.data import checks
-from kzoo.data.datasets import AUTOTUNE, _tfds_split
+from kzoo.data.datasets import AUTOTUNE, _tfds_split, resized, staged
 from kzoo.data.folders import IMAGE_EXTENSIONS
 
 
@@ -265,8 +265,6 @@ def pipeline(dataset: tf.data.Dataset, *, batch_size: int, image_size=None, augm
     Returns:
         The dataset, with `num_classes` and `ignore_class` attributes for `fit`.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer, e.g. 16.")
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
     batch_augment = get_augment(augment, seed)
     small_ids = (num_classes or 0) <= 256 and (ignore_class is None or 0 <= ignore_class <= 255)
@@ -275,30 +273,16 @@ def pipeline(dataset: tf.data.Dataset, *, batch_size: int, image_size=None, augm
         if mask.shape.rank == 3:
             mask = mask[..., 0]
         if size is not None:
-            resized = tf.image.resize(image, size)
-            image = tf.saturate_cast(tf.round(resized), tf.uint8) if image.dtype == tf.uint8 else resized
             mask = tf.image.resize(mask[..., None], size, method="nearest")[..., 0]
-        if image.dtype != tf.uint8:
-            image = tf.cast(image, tf.float32)
-        image, mask = checks.checked_in_graph(image, mask, num_classes, ignore_class)
+        image, mask = checks.checked_in_graph(resized(image, size), mask, num_classes, ignore_class)
         return image, tf.cast(mask, tf.uint8 if small_ids else tf.int32)  # uint8 caches a quarter of the bytes.
-
-    dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE)
-    if cache:
-        dataset = dataset.cache(cache if isinstance(cache, str) else "")
-    if shuffle:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, num_parallel_calls=AUTOTUNE)
 
     def finish(images, masks):
         images, masks = augment_lib.to_float(images), tf.cast(masks, tf.int32)
         return (images, masks) if batch_augment is None else batch_augment(images, masks)
 
-    # Keras' random layers draw from one seed stream: a seeded pipeline augments one batch at a time.
-    dataset = dataset.map(finish, num_parallel_calls=1 if seed is not None else AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = seed is not None or not shuffle
-    dataset = dataset.prefetch(AUTOTUNE).with_options(options)
+    dataset = staged(dataset, decode, finish, batch_size=batch_size, cache=cache, shuffle=shuffle, seed=seed,
+                     shuffle_buffer=shuffle_buffer, finish_in_parallel=seed is None)
     dataset.num_classes, dataset.ignore_class = num_classes, ignore_class
     return dataset
 
