@@ -78,6 +78,13 @@ def test_each_checkpoint_format_reads_back_the_arrays_it_holds(form, tmp_path):
     for key, array in tensors.items():
         assert read[key].dtype == array.dtype and read[key].shape == array.shape
         np.testing.assert_array_equal(read[key], array)
+    assert sorted(convert.checkpoint_keys(path)) == sorted(tensors)
+    if form == "legacy":  # Its tensors' bytes come last: the keys are read without them.
+        with open(path, "r+b") as file:
+            file.truncate(os.path.getsize(path) - tensors["c.weight"].nbytes)
+        assert sorted(convert.checkpoint_keys(path)) == sorted(tensors)
+        with pytest.raises(convert.CheckpointError, match="truncated"):
+            convert.read_checkpoint(path)
 
 
 def test_a_pickle_that_names_any_other_global_is_refused_without_running_it(tmp_path):

@@ -14,7 +14,7 @@ import os
 
 from kzoo.convert.maps import CONVERTERS, FIXED_LAYERS, Converter, after_flatten, layer_entries
 from kzoo.convert.port import port, torch_conv_kernel, torch_dense_kernel
-from kzoo.convert.readers import CHECKPOINT_SUFFIXES, CheckpointError, read_checkpoint
+from kzoo.convert.readers import CHECKPOINT_SUFFIXES, CheckpointError, checkpoint_keys, read_checkpoint
 
 
 def load_checkpoint(model, family: str, path, *, tensors=None) -> None:
@@ -52,5 +52,5 @@ def load_checkpoint(model, family: str, path, *, tensors=None) -> None:
 
 __all__ = [
     "CHECKPOINT_SUFFIXES", "CONVERTERS", "CheckpointError", "Converter", "after_flatten", "layer_entries",
-    "load_checkpoint", "port", "read_checkpoint", "torch_conv_kernel", "torch_dense_kernel",
+    "checkpoint_keys", "load_checkpoint", "port", "read_checkpoint", "torch_conv_kernel", "torch_dense_kernel",
 ]

@@ -137,13 +137,29 @@ def read_checkpoint(path) -> dict[str, np.ndarray]:
             refused without being run), a truncated or corrupt file, or one
             that holds no dict of tensors.
     """
-    path = os.fspath(path)
+    return _read(os.fspath(path), arrays=True)
+
+
+def checkpoint_keys(path) -> list[str]:
+    """The keys of a checkpoint's state dict, without reading its tensors' bytes.
+
+    Args:
+        path: As for `read_checkpoint`.
+
+    Raises:
+        CheckpointError: As `read_checkpoint` does.
+    """
+    return _read(os.fspath(path), arrays=False)
+
+
+def _read(path: str, arrays: bool):
+    """`read_checkpoint`'s arrays by key, or (`arrays=False`) only the keys."""
     if path.endswith(".safetensors"):
-        return _read_safetensors(path)
+        return _read_safetensors(path, arrays)
     try:
         if zipfile.is_zipfile(path):
-            return _read_torch_zip(path)
-        return _read_torch_legacy(path)
+            return _read_torch_zip(path, arrays)
+        return _read_torch_legacy(path, arrays)
     except CheckpointError:
         raise
     except (pickle.UnpicklingError, EOFError, KeyError, zipfile.BadZipFile, struct.error, ValueError,
@@ -154,17 +170,20 @@ def read_checkpoint(path) -> dict[str, np.ndarray]:
         ) from None
 
 
-def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
+def _read_safetensors(path: str, arrays: bool):
+    from safetensors import SafetensorError, safe_open
     from safetensors.numpy import load_file
 
     try:
+        if not arrays:
+            with safe_open(path, "numpy") as file:  # Reads the header alone.
+                return list(file.keys())
         return dict(load_file(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"Could not read the safetensors file {path!r}: {error}. Download it again.") from None
 
 
-def _read_torch_zip(path: str):
+def _read_torch_zip(path: str, arrays: bool):
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         pickles = [name for name in names if name.endswith("data.pkl")]
@@ -179,10 +198,10 @@ def _read_torch_zip(path: str):
             return archive.read(f"{prefix}data/{key}")
 
         state = _SafeUnpickler(io.BytesIO(archive.read(pickles[0])), storage_bytes, path).load()
-        return _state_dict(state, path)  # Inside `with`: the tensors' bytes are read from the archive.
+        return _state_dict(state, path, arrays)  # Inside `with`: the tensors' bytes are read from the archive.
 
 
-def _read_torch_legacy(path: str):
+def _read_torch_legacy(path: str, arrays: bool):
     with open(path, "rb") as file:
         header = _SafeUnpickler(file, None, path)
         if header.load() != _LEGACY_MAGIC:
@@ -192,6 +211,8 @@ def _read_torch_legacy(path: str):
         storages = {}
         unpickler = _SafeUnpickler(file, lambda key, dtype, numel: storages[key], path)
         state = unpickler.load()
+        if not arrays:  # The storages' bytes follow the state dict: no need to read them.
+            return _state_dict(state, path, arrays)
         keys = _SafeUnpickler(file, None, path).load()
         for key in keys:  # Each storage: its element count (int64), then its bytes.
             dtype = unpickler._storages[str(key)].dtype
@@ -201,10 +222,11 @@ def _read_torch_legacy(path: str):
             if len(data) != nbytes:
                 raise CheckpointError(f"{path!r} is truncated: storage {key} has {len(data)} of {nbytes} bytes.")
             storages[str(key)] = data
-        return _state_dict(state, path)
+        return _state_dict(state, path, arrays)
 
 
-def _state_dict(state, path: str) -> dict[str, np.ndarray]:
+def _state_dict(state, path: str, arrays: bool = True):
+    """The unpickled state dict (unwrapped from "state_dict", "model", ...) as arrays by key, or its keys."""
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -214,5 +236,5 @@ def _state_dict(state, path: str) -> dict[str, np.ndarray]:
     for key, value in state.items():
         if not isinstance(value, _Tensor):
             raise CheckpointError(f"{path!r}: entry {key!r} is a {type(value).__name__}, not a tensor.")
-        tensors[str(key)] = value.array()
-    return tensors
+        tensors[str(key)] = value.array() if arrays else None
+    return tensors if arrays else list(tensors)

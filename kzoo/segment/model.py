@@ -134,12 +134,11 @@ def _whole_model_weights(backbone: str, head: str, weights):
         raise ValueError(f"weights={weights!r} are published for {offered}; not for {backbone} with head={head!r}"
                          f"{' (it has ' + ', '.join(tags) + ')' if tags else ''}. Use one of those, or "
                          "weights='imagenet' for the backbone alone.")
-    from kzoo.convert import CHECKPOINT_SUFFIXES, read_checkpoint
+    from kzoo.convert import CHECKPOINT_SUFFIXES, checkpoint_keys, read_checkpoint
 
     if weights.endswith(CHECKPOINT_SUFFIXES) and os.path.isfile(weights):
-        tensors = read_checkpoint(weights)
-        if any(key.startswith("backbone.") for key in tensors):
-            return None, tensors
+        if any(key.startswith("backbone.") for key in checkpoint_keys(weights)):  # Its keys alone: a backbone's
+            return None, read_checkpoint(weights)                              # file is read once, later.
     return None, None
 
 
