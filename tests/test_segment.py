@@ -177,6 +177,17 @@ def test_every_head_exports_and_its_file_verifies_per_pixel(tmp_path):
         assert report["mean_iou"] == pytest.approx(report["keras_mean_iou"], abs=0.01)
 
 
+@pytest.mark.parametrize("head", segment.HEADS)
+def test_every_head_exports_for_the_edge_tpu_with_integer_operators_only(head, tmp_path):
+    x = np.random.default_rng(0).uniform(0, 1, (16, 32, 32, 3)).astype("float32")
+    masks = (x[..., 0] > 0.5).astype("int32") + (x[..., 1] > 0.5)
+    model = segment.build("resnet18", 3, head=head, weights=None, input_shape=(32, 32, 3))
+    report = export.to_tflite(model, str(tmp_path / f"{head}_edgetpu.tflite"), mode="edgetpu", representative_data=x,
+                              verify_data=(x[:4], masks[:4]))
+    assert report["float_operators"] == [] and report["input_dtype"] == "int8", report  # Whole on the Edge TPU.
+    assert report["agreement"] > 0.9, report  # Per pixel, against the Keras model (untrained: near ties).
+
+
 def test_masks_that_do_not_fit_are_refused_with_the_reason():
     x, masks = shapes_canvases(8)
     model = segment.build("resnet20", 3, head="fcn32s", weights=None, input_shape=(32, 32, 3))
