@@ -279,7 +279,8 @@ def test_batchnorm_is_keras_own_in_float32_and_one_pass_under_mixed_precision():
         # The one pass, shifted by a moving mean near the batch's (as in training): float32 statistics as exact
         # as Keras' two passes (a mean of 50 and a variance of 4 would cancel without the shift) ...
         (keras_out, kzoo_out), (_, kzoo_moving) = _batchnorm_pair(x, moving_mean=49.0)
-        seen = keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.cast(x, "bfloat16"), "float64"))  # The layer's input.
+        # The layer's input: x rounded to bfloat16.
+        seen = keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.cast(x, "bfloat16"), "float64"))
         mean, variance = seen.mean(axis=(0, 1, 2)), seen.var(axis=(0, 1, 2))
         np.testing.assert_allclose(kzoo_moving[0], 0.9 * 49.0 + 0.1 * mean, rtol=1e-6)
         np.testing.assert_allclose(kzoo_moving[1], 0.9 + 0.1 * variance, rtol=1e-5)
